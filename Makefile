@@ -1,0 +1,65 @@
+# batchinfer — every target installs what it needs into the project venv (.venv), pinned by constraints.txt.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+IMAGE ?= batchinfer:0.1.0
+IMAGE_CPU ?= batchinfer:0.1.0-cpu
+export RAY_USAGE_STATS_ENABLED := 0
+
+.PHONY: help venv demo test test-fast chart-test bench image image-cpu image-e2e kind-up kind-e2e kind-down lock
+
+help:
+	@echo "make demo        run the job on the embedded default (local S3 server, local Ray, sample photos)"
+	@echo "make test        run the whole test suite (core, reliability, chart, benchmark smoke)"
+	@echo "make chart-test  helm lint/template + schema checks of the chart and k8s/ manifests"
+	@echo "make bench       benchmark: pipeline vs model-only ceiling vs naive baseline"
+	@echo "make image       build the GPU image;  make image-cpu  the CPU (kind) variant"
+	@echo "make image-e2e   build the image and run head/worker/submitter containers against local S3"
+	@echo "make kind-up / kind-e2e / kind-down   local Kubernetes (kind) end to end"
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade "pip>=24"
+	$(BIN)/pip install -q -c constraints.txt -e ".[test]"
+	touch $@
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/batchinfer demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest tests
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest tests -m "not slow"
+
+chart-test: $(STAMP)
+	$(BIN)/python -m pytest tests/chart
+
+bench: $(STAMP)
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+lock: $(STAMP)
+	{ echo "# Pinned stack for batchinfer (pip install -c constraints.txt). Regenerate: make lock"; \
+	  $(BIN)/pip freeze --exclude-editable | grep -v '^batchinfer'; } > constraints.txt
+
+image:
+	bash docker/build.sh --tag $(IMAGE)
+
+image-cpu:
+	bash docker/build.sh --tag $(IMAGE_CPU) --cpu
+
+image-e2e: $(STAMP)
+	bash docker/e2e.sh
+
+kind-up:
+	bash k8s/kind/up.sh
+
+kind-e2e: $(STAMP)
+	bash k8s/kind/e2e.sh
+
+kind-down:
+	bash k8s/kind/down.sh
