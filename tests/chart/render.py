@@ -56,8 +56,8 @@ def template_args(values_files: Iterable[Path | str] = (), set_values: Iterable[
     args = ["template", release, str(CHART_DIR)]
     for f in values_files:
         args += ["--values", str(f)]
-    for s in set_values:
-        args += ["--set", s]
+    for s in set_values:  # "json:key=<json>" means --set-json
+        args += ["--set-json", s[5:]] if s.startswith("json:") else ["--set", s]
     return args + list(extra)
 
 

@@ -300,6 +300,9 @@ each failing with a message that names the values to change.
 {{- fail (printf "job.numGpusPerWorker is %v but cpuFallback.enabled is true: set it to 0" $v.job.numGpusPerWorker) }}
 {{- end }}
 {{- end }}
+{{- if not $v.workerGroups }}
+{{- fail "workerGroups must list at least one worker group (the head runs no tasks)" }}
+{{- end }}
 {{- $seen := dict }}
 {{- range $i, $group := $v.workerGroups }}
 {{- if hasKey $seen $group.name }}

@@ -1,0 +1,260 @@
+"""Bad values are rejected with a clear message; rendered values mean what they say."""
+from __future__ import annotations
+
+import shlex
+
+import pytest
+
+from .render import HelmError, rayjob_of, template, documents
+from .schemas import pod_templates
+
+# (name, --set overrides or values YAML, substrings the error must contain)
+BAD_VALUES = [
+    ("wrong-type-batch-size", ["job.batchSize=big"], ["batchSize", "integer"]),
+    ("wrong-type-gpus", ["workerGroups[0].name=gpu", "workerGroups[0].gpus=one"], ["gpus", "integer"]),
+    ("unknown-top-level-key", ["replicas=3"], ["additional properties", "replicas"]),
+    ("unknown-job-key", ["job.inputs=s3://a/b/"], ["additional properties", "inputs"]),
+    ("unknown-worker-group-key", ["workerGroups[0].name=gpu", "workerGroups[0].gpu=1"], ["additional properties", "gpu"]),
+    ("negative-replicas", ["workerGroups[0].name=gpu", "workerGroups[0].replicas=-1"], ["replicas", "minimum"]),
+    ("negative-backoff", ["rayJob.backoffLimit=-1"], ["backoffLimit", "minimum"]),
+    ("bad-device", ["job.device=tpu"], ["device"]),
+    ("bad-input-uri", ["job.input=/local/dir"], ["input"]),
+    ("rayStartParams-not-string", ["head.rayStartParams.num-gpus=0"], ["num-gpus", "string"]),
+    ("gpu-group-with-cpu-fallback",
+     ["cpuFallback.enabled=true", "workerGroups[0].name=gpu", "workerGroups[0].gpus=1"],
+     ["workerGroups[gpu].gpus is 1 but cpuFallback.enabled is true"]),
+    ("cuda-with-cpu-fallback", ["cpuFallback.enabled=true", "job.device=cuda"], ["cpuFallback.enabled is true"]),
+    ("min-above-max", ["workerGroups[0].name=gpu", "workerGroups[0].minReplicas=3", "workerGroups[0].maxReplicas=1"],
+     ["minReplicas (3) is greater than maxReplicas (1)"]),
+    ("replicas-outside-range", ["workerGroups[0].name=gpu", "workerGroups[0].replicas=5", "workerGroups[0].maxReplicas=2",
+                                "workerGroups[0].minReplicas=0"], ["replicas (5) must lie between"]),
+    ("duplicate-group", ["workerGroups[0].name=gpu", "workerGroups[1].name=gpu"], ["used twice"]),
+    ("ttl-without-shutdown", ["rayJob.shutdownAfterJobFinishes=false"], ["ttlSecondsAfterFinished needs"]),
+    ("rules-with-shutdown", ["rayJob.deletionStrategy.deletionRules[0].policy=DeleteCluster",
+                             "rayJob.deletionStrategy.deletionRules[0].condition.jobStatus=SUCCEEDED"],
+     ["mutually exclusive"]),
+    ("legacy-policy-half", ["rayJob.deletionStrategy.onSuccess.policy=DeleteCluster"], ["onFailure"]),
+    ("name-too-long", ["fullnameOverride=" + "a" * 48], ["fullnameOverride"]),
+    ("name-not-dns1035", ["fullnameOverride=9lives"], ["fullnameOverride"]),
+    ("empty-worker-groups", ["json:workerGroups=[]"], ["workerGroups", "minItems"]),
+    ("no-worker-groups", ["workerGroups=null"], ["workerGroups must list at least one"]),
+]
+
+
+@pytest.mark.parametrize("sets,needles", [(s, n) for _, s, n in BAD_VALUES], ids=[b[0] for b in BAD_VALUES])
+def test_bad_values_rejected(helm_bin, sets, needles):
+    with pytest.raises(HelmError) as excinfo:
+        template(set_values=sets, helm_bin=helm_bin)
+    message = excinfo.value.stderr
+    for needle in needles:
+        assert needle in message, f"{needle!r} not in helm's message:\n{message}"
+
+
+def test_bad_values_rejected_by_helm_install_too(helm_bin):
+    """`helm install --dry-run=client` (no cluster needed) applies the same schema."""
+    from .render import helm, CHART_DIR
+    proc = helm("install", "x", str(CHART_DIR), "--dry-run=client", "--set", "job.topK=-3",
+                helm_bin=helm_bin, check=False)
+    assert proc.returncode != 0
+    assert "topK" in proc.stderr
+
+
+def _container(template_spec: dict) -> dict:
+    return template_spec["spec"]["containers"][0]
+
+
+def test_defaults(render):
+    rayjob = rayjob_of(render("defaults"))
+    spec = rayjob["spec"]
+    assert spec["shutdownAfterJobFinishes"] is True
+    assert spec["ttlSecondsAfterFinished"] > 0
+    assert spec["backoffLimit"] == 2
+    assert spec["submissionMode"] == "K8sJobMode"
+    cluster = spec["rayClusterSpec"]
+    assert cluster["enableInTreeAutoscaling"] is False
+    assert cluster["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"
+    (group,) = cluster["workerGroupSpecs"]
+    assert group["groupName"] == "gpu"
+    assert (group["replicas"], group["minReplicas"], group["maxReplicas"]) == (1, 1, 1)
+    res = _container(group["template"])["resources"]
+    assert res["limits"]["nvidia.com/gpu"] == 1
+    assert str(res["requests"]["cpu"]) == "8" and res["requests"]["memory"] == "32Gi"
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in group["template"]["spec"]["tolerations"]
+    assert _container(cluster["headGroupSpec"]["template"])["image"] == "ghcr.io/batchinfer/batchinfer:0.1.0"
+    assert shlex.split(spec["entrypoint"]) == [
+        "batchinfer", "run", "--input", "s3://batchinfer/images/", "--output", "s3://batchinfer/predictions/",
+        "--model", "resnet50", "--weights", "default", "--batch-size", "64", "--device", "auto", "--top-k", "5"]
+
+
+def test_cpu_fallback_removes_every_gpu_request(render):
+    docs = render("cpu")
+    rayjob = rayjob_of(docs)
+    text = repr(docs)
+    assert "nvidia.com/gpu\': 1" not in text
+    for name, tpl in pod_templates(rayjob):
+        for c in tpl["spec"]["containers"]:
+            for section in ("requests", "limits"):
+                assert not any("gpu" in k for k in c.get("resources", {}).get(section, {})), (name, c["resources"])
+            assert c["image"] == "ghcr.io/batchinfer/batchinfer:0.1.0-cpu"
+    argv = shlex.split(rayjob["spec"]["entrypoint"])
+    assert argv[argv.index("--device") + 1] == "cpu"
+    assert "--num-gpus-per-worker" not in argv
+    # The same switch on the chart's default (GPU) worker group also works.
+    rayjob = rayjob_of(render(None, "cpuFallback.enabled=true"))
+    for _, tpl in pod_templates(rayjob):
+        assert "nvidia.com/gpu" not in repr(tpl["spec"]["containers"][0].get("resources"))
+
+
+def test_two_gpu_groups(render):
+    rayjob = rayjob_of(render("two-gpu-groups"))
+    groups = {g["groupName"]: g for g in rayjob["spec"]["rayClusterSpec"]["workerGroupSpecs"]}
+    assert list(groups) == ["a100", "l4"]
+    assert _container(groups["a100"]["template"])["resources"]["limits"]["nvidia.com/gpu"] == 4
+    assert groups["a100"]["replicas"] == 2 and groups["l4"]["replicas"] == 3
+    assert groups["a100"]["template"]["spec"]["nodeSelector"] == {"cloud.google.com/gke-accelerator": "nvidia-tesla-a100"}
+    # a100 inherits the default toleration; l4 replaces the list with its own.
+    assert len(groups["a100"]["template"]["spec"]["tolerations"]) == 1
+    assert len(groups["l4"]["template"]["spec"]["tolerations"]) == 2
+    assert "nodeAffinity" in groups["l4"]["template"]["spec"]["affinity"]
+    assert groups["a100"]["rayStartParams"] == {"resources": '"{\\"a100\\": 1}"'}
+    argv = shlex.split(rayjob["spec"]["entrypoint"])
+    assert argv[argv.index("--label-from-path") + 1] == "^.*/([^/]+)/[^/]+$"
+    assert argv[argv.index("--num-gpus-per-worker") + 1] == "0.5"
+    assert argv[-2:] == ["--log-level", "info"]
+
+
+def test_autoscaling(render):
+    rayjob = rayjob_of(render("autoscaling"))
+    cluster = rayjob["spec"]["rayClusterSpec"]
+    assert cluster["enableInTreeAutoscaling"] is True
+    assert cluster["autoscalerOptions"]["idleTimeoutSeconds"] == 120
+    assert cluster["autoscalerOptions"]["upscalingMode"] == "Aggressive"
+    assert cluster["autoscalerOptions"]["securityContext"]["capabilities"]["drop"] == ["ALL"]
+    (group,) = cluster["workerGroupSpecs"]
+    assert (group["minReplicas"], group["replicas"], group["maxReplicas"]) == (0, 1, 8)
+    # The autoscaler sidecar in the head needs the API token; nothing else gets one.
+    assert cluster["headGroupSpec"]["template"]["spec"]["automountServiceAccountToken"] is True
+    assert group["template"]["spec"]["automountServiceAccountToken"] is False
+    assert rayjob["spec"]["activeDeadlineSeconds"] == 86400
+    assert rayjob["spec"]["preRunningDeadlineSeconds"] == 1800
+
+
+def _env(tpl: dict) -> dict:
+    return {e["name"]: e for e in tpl["spec"]["containers"][0].get("env", [])}
+
+
+def test_existing_secret_credentials_by_reference_only(render):
+    docs = render("existing-secret")
+    rayjob = rayjob_of(docs)
+    assert not [d for d in docs if d["kind"] == "Secret"]
+    for name, tpl in pod_templates(rayjob):
+        env = _env(tpl)
+        if name == "submitter":
+            assert not any(k.startswith("AWS_") for k in env), "the submitter needs no S3 access"
+            continue
+        assert env["AWS_ENDPOINT_URL"]["value"] == "http://seaweedfs.storage.svc:8333"
+        assert env["AWS_REGION"]["value"] == "eu-west-1"
+        for var, key in [("AWS_ACCESS_KEY_ID", "access-key"), ("AWS_SECRET_ACCESS_KEY", "secret-key"),
+                         ("AWS_SESSION_TOKEN", "session-token")]:
+            assert "value" not in env[var]
+            assert env[var]["valueFrom"] == {"secretKeyRef": {"name": "batchinfer-s3", "key": key}}
+    argv = shlex.split(rayjob["spec"]["entrypoint"])
+    assert argv[argv.index("--weights") + 1] == "s3://models/resnet50/ckpt.pth"
+    assert "--resume" in argv and argv[argv.index("--limit") + 1] == "100000"
+
+
+def test_irsa_service_account(render):
+    docs = render("irsa")
+    (sa,) = [d for d in docs if d["kind"] == "ServiceAccount"]
+    assert sa["metadata"]["name"] == "batchinfer-reader"
+    assert sa["metadata"]["annotations"] == {"eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/batchinfer-s3"}
+    rayjob = rayjob_of(docs)
+    for _, tpl in pod_templates(rayjob):
+        assert tpl["spec"]["serviceAccountName"] == "batchinfer-reader"
+        assert not any(k in _env(tpl) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"))
+    labels = rayjob["metadata"]["labels"]
+    assert labels["kueue.x-k8s.io/queue-name"] == "gpu-queue"
+    assert labels["kueue.x-k8s.io/priority-class"] == "batch-low"
+    assert rayjob["spec"]["suspend"] is True
+    assert rayjob["spec"]["deletionStrategy"]["onFailure"] == {"policy": "DeleteWorkers"}
+
+
+def test_existing_service_account(render):
+    docs = render(None, "serviceAccount.create=false", "serviceAccount.name=team-sa")
+    assert not [d for d in docs if d["kind"] == "ServiceAccount"]
+    for _, tpl in pod_templates(rayjob_of(docs)):
+        assert tpl["spec"]["serviceAccountName"] == "team-sa"
+
+
+def test_sidecar_mode_has_no_submitter_template(render):
+    """KubeRay rejects submitterPodTemplate/submitterConfig in SidecarMode."""
+    spec = rayjob_of(render("deletion-rules"))["spec"]
+    assert spec["submissionMode"] == "SidecarMode"
+    assert "submitterPodTemplate" not in spec and "submitterConfig" not in spec
+    assert spec["shutdownAfterJobFinishes"] is False and spec["ttlSecondsAfterFinished"] == 0
+
+
+@pytest.mark.parametrize("values", ["defaults", "cpu", "two-gpu-groups", "autoscaling", "existing-secret", "irsa"])
+def test_restricted_pods_labels_and_volumes(render, values):
+    docs = render(values)
+    rayjob = rayjob_of(docs)
+    for doc in docs:
+        labels = doc["metadata"]["labels"]
+        for key in ("app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/version",
+                    "app.kubernetes.io/managed-by", "helm.sh/chart"):
+            assert key in labels, (doc["kind"], key)
+    for name, tpl in pod_templates(rayjob):
+        psc = tpl["spec"]["securityContext"]
+        assert psc["runAsNonRoot"] is True and psc["seccompProfile"]["type"] == "RuntimeDefault", name
+        assert tpl["metadata"]["labels"]["app.kubernetes.io/instance"] == "batchinfer"
+        for c in tpl["spec"]["containers"]:
+            sc = c["securityContext"]
+            assert sc["allowPrivilegeEscalation"] is False and sc["capabilities"]["drop"] == ["ALL"], name
+            assert sc["runAsNonRoot"] is True
+        if name == "submitter":
+            assert tpl["spec"]["restartPolicy"] == "Never"
+            continue
+        volumes = {v["name"]: v for v in tpl["spec"]["volumes"]}
+        mounts = {m["mountPath"]: m["name"] for m in tpl["spec"]["containers"][0]["volumeMounts"]}
+        assert volumes[mounts["/dev/shm"]]["emptyDir"]["medium"] == "Memory"
+        assert volumes[mounts["/tmp/ray"]]["emptyDir"] == {}
+
+
+@pytest.mark.parametrize("arg", [
+    "it's", 'say "hi"', "$(touch /tmp/pwned)", "`id`", "a b\tc", "semi;colon", "back\\slash", "new\nline", "*", "",
+])
+def test_entrypoint_quoting_roundtrip(helm_bin, arg, tmp_path):
+    """Every value reaches `batchinfer` as exactly one argv word, through the shell KubeRay uses."""
+    values = tmp_path / "v.yaml"
+    import yaml
+    values.write_text(yaml.safe_dump({"job": {"labelFromPath": "x(.*)", "extraArgs": ["--note", arg]}}))
+    entrypoint = rayjob_of(documents(template([values], helm_bin=helm_bin)))["spec"]["entrypoint"]
+    argv = shlex.split(entrypoint)
+    assert argv[-2:] == ["--note", arg]
+    # Through a real shell, as the submitter's `bash -c` and Ray's job supervisor do.
+    import subprocess, sys
+    out = subprocess.run(["bash", "-c", f"{sys.executable} -c 'import sys,json; print(json.dumps(sys.argv[1:]))' "
+                          + entrypoint.split(" ", 1)[1]], capture_output=True, text=True, check=True).stdout
+    import json
+    assert json.loads(out)[-2:] == ["--note", arg]
+
+
+def test_no_secret_values_rendered(helm_bin, tmp_path):
+    """Credentials cannot be passed as values, and nothing secret-looking is rendered."""
+    secret = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+    for sets in (["s3.accessKey=" + secret], ["s3.existingSecret.secretAccessKey=" + secret],
+                 ["extraEnv[0].name=X", "extraEnv[0].value=ok", "s3.secretKey=" + secret]):
+        with pytest.raises(HelmError) as excinfo:
+            template(set_values=sets, helm_bin=helm_bin)
+        assert "additional properties" in excinfo.value.stderr
+    from .conftest import VALUES_FILES
+    for f in VALUES_FILES:
+        text = template([f], helm_bin=helm_bin)
+        assert secret not in text
+        for doc in documents(text):
+            assert doc["kind"] != "Secret"
+            for name, tpl in (pod_templates(doc) if doc["kind"] == "RayJob" else []):
+                for c in tpl["spec"]["containers"]:
+                    for e in c.get("env", []):
+                        if any(w in e["name"] for w in ("SECRET", "TOKEN", "PASSWORD", "ACCESS_KEY")):
+                            assert "value" not in e and "secretKeyRef" in e["valueFrom"], (f.name, name, e)
