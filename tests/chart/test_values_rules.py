@@ -120,7 +120,7 @@ def test_two_gpu_groups(render):
     argv = shlex.split(rayjob["spec"]["entrypoint"])
     assert argv[argv.index("--label-from-path") + 1] == "^.*/([^/]+)/[^/]+$"
     assert argv[argv.index("--num-gpus-per-worker") + 1] == "0.5"
-    assert argv[-2:] == ["--log-level", "info"]
+    assert argv[-2:] == ["--rows-per-file", "50000"]
 
 
 def test_autoscaling(render):

@@ -1,0 +1,123 @@
+"""URIs to pyarrow filesystems, early storage checks, and concurrent object reads."""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from urllib.parse import urlparse
+
+import pyarrow.fs as pafs
+
+from batchinfer.config import S3Options, UserError
+
+READ_THREADS = 16
+
+
+@dataclass(frozen=True)
+class Location:
+    """A place in storage: the filesystem, the path inside it (no scheme), and the URI users gave."""
+
+    filesystem: pafs.FileSystem
+    path: str
+    scheme: str
+
+    def uri(self, path: str | None = None) -> str:
+        """The user-facing URI of `path` (default: this location)."""
+        path = self.path if path is None else path
+        return f"s3://{path}" if self.scheme == "s3" else path
+
+    def join(self, *parts: str) -> str:
+        return "/".join([self.path.rstrip("/"), *parts])
+
+
+def s3_filesystem(options: S3Options) -> pafs.S3FileSystem:
+    """A pyarrow S3 filesystem with retries and timeouts suited to long batch jobs."""
+    kwargs: dict = {
+        "region": options.region or "us-east-1",
+        "connect_timeout": 10,
+        "request_timeout": 60,
+        "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=10),
+    }
+    if options.endpoint:
+        parsed = urlparse(options.endpoint if "://" in options.endpoint else f"https://{options.endpoint}")
+        kwargs["endpoint_override"] = parsed.netloc
+        kwargs["scheme"] = parsed.scheme or "https"
+    if options.access_key or options.secret_key:
+        if not (options.access_key and options.secret_key):
+            raise UserError("only one of AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY is set: set both, "
+                            "or neither to use the default credential chain (IRSA, instance profile)")
+        kwargs.update(access_key=options.access_key, secret_key=options.secret_key,
+                      session_token=options.session_token)
+    return pafs.S3FileSystem(**kwargs)
+
+
+def resolve(uri: str, options: S3Options) -> Location:
+    """Map `s3://bucket/prefix` or a local path (`file://` or plain) to a Location."""
+    parsed = urlparse(uri)
+    if parsed.scheme == "s3":
+        if not parsed.netloc:
+            raise UserError(f"{uri!r} has no bucket: write s3://BUCKET/PREFIX/")
+        return Location(s3_filesystem(options), f"{parsed.netloc}{parsed.path}".rstrip("/"), "s3")
+    if parsed.scheme in ("", "file"):
+        local = os.path.abspath(parsed.path if parsed.scheme else uri)
+        return Location(pafs.LocalFileSystem(), local.rstrip("/") or "/", "file")
+    raise UserError(f"unsupported URI scheme {parsed.scheme!r} in {uri!r}: use s3://BUCKET/PREFIX/ "
+                    "or a local directory")
+
+
+def explain(exc: Exception, uri: str, options: S3Options) -> UserError:
+    """Turn a storage exception into a one-line message with the fix."""
+    text = str(exc)
+    endpoint = options.endpoint or "the default AWS endpoint"
+    if "NETWORK_CONNECTION" in text or "curlCode" in text or "Could not connect" in text:
+        return UserError(f"cannot reach the S3 endpoint {endpoint} while opening {uri}: check "
+                         "AWS_ENDPOINT_URL (or --s3-endpoint) and that the server is up")
+    if any(code in text for code in ("ACCESS_DENIED", "SignatureDoesNotMatch", "InvalidAccessKeyId",
+                                     "AccessDenied", "403", "INVALID_ACCESS_KEY_ID", "SIGNATURE")):
+        return UserError(f"access to {uri} was denied by {endpoint}: check AWS_ACCESS_KEY_ID / "
+                         "AWS_SECRET_ACCESS_KEY (or the pod's IAM role) and the bucket policy")
+    if "NoSuchBucket" in text or "NO_SUCH_BUCKET" in text:
+        return UserError(f"the bucket in {uri} does not exist at {endpoint}: create it or fix the URI")
+    return UserError(f"cannot access {uri}: {text.splitlines()[0] if text else type(exc).__name__}")
+
+
+def file_info(location: Location, path: str, options: S3Options) -> pafs.FileInfo:
+    """get_file_info with storage errors turned into UserErrors."""
+    try:
+        return location.filesystem.get_file_info(path)
+    except (OSError, ValueError) as exc:
+        raise explain(exc, location.uri(path), options) from None
+
+
+def check_bucket(location: Location, options: S3Options) -> None:
+    """Fail early, with the fix, when the bucket is missing, unreachable or forbidden."""
+    if location.scheme != "s3":
+        return
+    bucket = location.path.split("/", 1)[0]
+    if file_info(location, bucket, options).type == pafs.FileType.NotFound:
+        raise UserError(f"bucket {bucket!r} does not exist at {options.endpoint or 'AWS S3'}: create it "
+                        "or fix the URI")
+
+
+def read_bytes(filesystem: pafs.FileSystem, path: str) -> bytes:
+    with filesystem.open_input_stream(path) as stream:
+        return stream.read()
+
+
+def read_many(filesystem: pafs.FileSystem, paths: list[str]) -> list[bytes | Exception]:
+    """Read objects concurrently (object stores are latency-bound); a failure is returned, not raised."""
+
+    def read_one(path: str) -> bytes | Exception:
+        try:
+            return read_bytes(filesystem, path)
+        except Exception as exc:  # noqa: BLE001 - becomes this image's error row
+            return exc
+
+    with ThreadPoolExecutor(max_workers=min(READ_THREADS, max(1, len(paths)))) as pool:
+        return list(pool.map(read_one, paths))
+
+
+def write_bytes(filesystem: pafs.FileSystem, path: str, data: bytes) -> None:
+    with filesystem.open_output_stream(path) as stream:
+        stream.write(data)
