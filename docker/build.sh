@@ -2,7 +2,7 @@
 # Build the batchinfer image from docker/Dockerfile (make image / make image-cpu / docker/e2e.sh).
 #
 #   docker/build.sh [--tag T] [--cpu] [--torch-index-url URL] [--base-image IMG]
-#                   [--wheelhouse] [--offline] [-- extra `docker build` arguments]
+#                   [--wheelhouse] [--offline] [--fetch-only] [-- extra `docker build` arguments]
 #
 #   --tag T               image name (default batchinfer:0.1.0)
 #   --cpu                 CPU-only torch: torch/torchvision from --torch-index-url
@@ -11,6 +11,7 @@
 #   --wheelhouse          first `pip download` every pinned wheel on this host into .cache/wheelhouse
 #                         (reruns reuse it), which the build bind-mounts instead of downloading
 #   --offline             install only from .cache/wheelhouse (implies --wheelhouse unless it is full)
+#   --fetch-only          fill the wheelhouse (as --wheelhouse) and stop: no build
 #
 # The pip CA bundle (PIP_CERT, else `pip config get global.cert`) goes in as a BuildKit secret, never
 # as a layer. Needs BuildKit: `docker buildx`, or a docker CLI older than 23 with DOCKER_BUILDKIT=1.
@@ -24,6 +25,7 @@ TORCH_INDEX_URL=""
 BASE_IMAGE=""
 WHEELHOUSE=0
 OFFLINE=0
+FETCH_ONLY=0
 EXTRA=()
 WHEEL_DIR="$ROOT/.cache/wheelhouse"
 HOST_PYTHON="${HOST_PYTHON:-$ROOT/.venv/bin/python}"
@@ -37,8 +39,9 @@ while [ $# -gt 0 ]; do
         --base-image) BASE_IMAGE="$2"; shift 2 ;;
         --wheelhouse) WHEELHOUSE=1; shift ;;
         --offline) OFFLINE=1; shift ;;
+        --fetch-only) WHEELHOUSE=1; FETCH_ONLY=1; shift ;;
         --) shift; EXTRA=("$@"); break ;;
-        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,/^set /{/^#/p}' "$0"; exit 0 ;;
         *) echo "build.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -63,6 +66,7 @@ fill_wheelhouse() {
     fi
 }
 if [ "$WHEELHOUSE" = 1 ]; then fill_wheelhouse; fi
+if [ "$FETCH_ONLY" = 1 ]; then exit 0; fi
 if [ "$OFFLINE" = 1 ] && ! ls "$WHEEL_DIR"/torch-*.whl >/dev/null 2>&1; then fill_wheelhouse; fi
 
 # A docker CLI that speaks BuildKit.

@@ -1,0 +1,155 @@
+#!/usr/bin/env bash
+# Container end to end (make image-e2e): build docker/Dockerfile on a locally made Debian base, then
+# run the job in it the way KubeRay runs it (head, worker and submitter containers, host network)
+# against a SeaweedFS S3 server on this host. See docs/container.md.
+#
+# Phases (each one timed):
+#   tools     apt-get install docker.io / debootstrap when missing
+#   dockerd   use a running Docker engine (DOCKER_HOST or the default socket), else start our own
+#   base      debootstrap a Debian bookworm minbase (mirror from this machine's apt sources), docker import
+#   wheels    pip download the pinned wheels into .cache/wheelhouse (reused by later runs)
+#   build     docker/build.sh --offline --base-image <that base>
+#   run       tests/container/test_image_e2e.py: render the chart, run head/worker/submitter, check
+# Everything started here (containers, dockerd and its containerd, the S3 server) is stopped on exit,
+# success or failure. Env knobs: E2E_IMAGE (tag), E2E_KEEP_IMAGE=0 (remove the image afterwards),
+# E2E_DOCKER_ROOT (data root of our own dockerd; default .cache/docker, reused so reruns are warm).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+PY="$ROOT/.venv/bin/python"
+IMAGE="${E2E_IMAGE:-batchinfer:e2e}"
+BASE_IMAGE="batchinfer-e2e-base:bookworm"
+DOCKER_ROOT="${E2E_DOCKER_ROOT:-$ROOT/.cache/docker}"
+RUN_DIR="$(mktemp -d /tmp/batchinfer-e2e.XXXXXX)"   # short path: unix sockets live here
+OWN_DOCKERD_PID=""
+T0=$SECONDS
+PHASES=()
+
+log() { echo "[e2e $(date +%H:%M:%S)] $*"; }
+phase() {  # phase NAME COMMAND...: run it, record its duration
+    local name="$1" start=$SECONDS; shift
+    log "=== $name"
+    "$@"
+    PHASES+=("$(printf '%-8s %4ds' "$name" $((SECONDS - start)))")
+    log "=== $name done in $((SECONDS - start)) s"
+}
+
+cleanup() {
+    local rc=$?
+    set +e
+    if [ -n "$OWN_DOCKERD_PID" ]; then
+        # Containers of this run carry the label; the test removes them, this is the safety net.
+        ids="$(docker ps -aq --filter label=batchinfer-e2e 2>/dev/null)"
+        [ -n "$ids" ] && docker rm -f $ids >/dev/null 2>&1
+        [ "${E2E_KEEP_IMAGE:-1}" = 0 ] && docker image rm -f "$IMAGE" >/dev/null 2>&1
+        log "stopping dockerd (pid $OWN_DOCKERD_PID)"
+        kill -TERM "$OWN_DOCKERD_PID" 2>/dev/null
+        for _ in $(seq 1 60); do kill -0 "$OWN_DOCKERD_PID" 2>/dev/null || break; sleep 0.5; done
+        if kill -0 "$OWN_DOCKERD_PID" 2>/dev/null; then
+            log "dockerd did not stop; SIGKILL"; kill -KILL "$OWN_DOCKERD_PID" 2>/dev/null
+        fi
+        # dockerd stops the containerd it started; kill it by its pidfile if it is still there.
+        cpid="$(cat "$RUN_DIR/exec/containerd/containerd.pid" 2>/dev/null)"
+        [ -n "$cpid" ] && kill -0 "$cpid" 2>/dev/null && kill -TERM "$cpid"
+        umount -R "$RUN_DIR/exec" 2>/dev/null
+    else
+        ids="$(docker ps -aq --filter label=batchinfer-e2e 2>/dev/null)"
+        [ -n "$ids" ] && docker rm -f $ids >/dev/null 2>&1
+    fi
+    rm -rf "$RUN_DIR"
+    echo
+    log "phase timings:"; for p in "${PHASES[@]}"; do echo "    $p"; done
+    log "total $((SECONDS - T0)) s; exit $rc"
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+ensure_tools() {
+    local missing=()
+    command -v dockerd >/dev/null || missing+=(docker.io)
+    command -v debootstrap >/dev/null || missing+=(debootstrap)
+    if [ ${#missing[@]} -gt 0 ]; then
+        [ "$(id -u)" = 0 ] || { echo "need root to apt-get install ${missing[*]}" >&2; return 1; }
+        log "apt-get install ${missing[*]}"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get install -y -q --no-install-recommends "${missing[@]}" >"$RUN_DIR/apt.log" 2>&1 \
+            || { apt-get update -q >"$RUN_DIR/apt.log" 2>&1 \
+                 && apt-get install -y -q --no-install-recommends "${missing[@]}" >>"$RUN_DIR/apt.log" 2>&1; } \
+            || { cat "$RUN_DIR/apt.log" >&2; return 1; }
+    fi
+}
+
+ensure_dockerd() {
+    if docker info >/dev/null 2>&1; then
+        log "using the running Docker engine (${DOCKER_HOST:-default socket})"; return
+    fi
+    mkdir -p "$DOCKER_ROOT" "$RUN_DIR/exec"
+    export DOCKER_HOST="unix://$RUN_DIR/docker.sock"
+    log "starting dockerd (data root $DOCKER_ROOT, socket $RUN_DIR/docker.sock)"
+    # No bridge/iptables here: every build and container uses the host network.
+    dockerd --data-root "$DOCKER_ROOT" --exec-root "$RUN_DIR/exec" --pidfile "$RUN_DIR/dockerd.pid" \
+        -H "$DOCKER_HOST" --iptables=false --ip-masq=false --bridge=none \
+        >"$RUN_DIR/dockerd.log" 2>&1 &
+    OWN_DOCKERD_PID=$!
+    for _ in $(seq 1 120); do
+        docker info >/dev/null 2>&1 && return
+        kill -0 "$OWN_DOCKERD_PID" 2>/dev/null || break
+        sleep 0.5
+    done
+    tail -30 "$RUN_DIR/dockerd.log" >&2; echo "dockerd did not come up" >&2; return 1
+}
+
+apt_mirror() {
+    # The Debian mirror this machine's apt uses for bookworm (sources.list or deb822 .sources).
+    local m
+    m="$(apt-get indextargets --format '$(REPO_URI) $(RELEASE)' 2>/dev/null | awk '$2 == "bookworm" {print $1; exit}')"
+    if [ -z "$m" ]; then
+        m="$(grep -hE '^deb\s' /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null \
+             | awk '$3 == "bookworm" {print $2; exit}')"
+    fi
+    if [ -z "$m" ]; then
+        m="$(awk '/^URIs:/ {u=$2} /^Suites:/ && / bookworm( |$)/ {print u; exit}' /etc/apt/sources.list.d/*.sources 2>/dev/null)"
+    fi
+    [ -n "$m" ] || { echo "no bookworm mirror found in this machine's apt sources" >&2; return 1; }
+    echo "$m"
+}
+
+ensure_base() {
+    if docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then log "base image $BASE_IMAGE exists"; return; fi
+    local mirror rootfs="$RUN_DIR/rootfs"
+    mirror="$(apt_mirror)"
+    log "debootstrap --variant=minbase bookworm from $mirror"
+    debootstrap --variant=minbase bookworm "$rootfs" "$mirror" >"$RUN_DIR/debootstrap.log" 2>&1 \
+        || { tail -30 "$RUN_DIR/debootstrap.log" >&2; return 1; }
+    rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
+    tar -C "$rootfs" -c . | docker import -c 'CMD ["/bin/bash"]' -c 'ENV LANG=C.UTF-8' - "$BASE_IMAGE" >/dev/null
+    rm -rf "$rootfs"
+}
+
+fill_wheels() {
+    # A warm wheelhouse only re-resolves (seconds); a cold one is ~3 GB of CUDA torch wheels.
+    HOST_PYTHON="$PY" bash "$ROOT/docker/build.sh" --wheelhouse --fetch-only
+    log "wheelhouse: $(find "$ROOT/.cache/wheelhouse" -name '*.whl' | wc -l) wheels, $(du -sh "$ROOT/.cache/wheelhouse" | cut -f1)"
+}
+
+build_image() {
+    HOST_PYTHON="$PY" bash "$ROOT/docker/build.sh" --tag "$IMAGE" --base-image "$BASE_IMAGE" --offline \
+        -- --network host >"$RUN_DIR/build.log" 2>&1 || { tail -60 "$RUN_DIR/build.log" >&2; return 1; }
+    grep -E '^#[0-9]+ (DONE|CACHED)' -B1 "$RUN_DIR/build.log" | grep -E '^#[0-9]+ \[' | sort -u | sed 's/^/    /' | cut -c1-120 || true
+    tail -1 "$RUN_DIR/build.log"
+}
+
+run_containers() {
+    BATCHINFER_E2E_IMAGE="$IMAGE" RAY_USAGE_STATS_ENABLED=0 \
+        "$PY" -m pytest "$ROOT/tests/container/test_image_e2e.py" -m container -v -p no:cacheprovider
+}
+
+phase tools ensure_tools
+phase dockerd ensure_dockerd
+phase base ensure_base
+phase wheels fill_wheels
+phase build build_image
+phase run run_containers
+log "image $IMAGE: $(docker image inspect --format '{{.Size}}' "$IMAGE" | awk '{printf "%.2f GB (%d bytes)", $1/1e9, $1}')"
