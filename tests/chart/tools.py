@@ -75,3 +75,34 @@ def ensure_tool(name: str = "helm") -> str:
 
 if __name__ == "__main__":  # python tests/chart/tools.py [helm|kubectl]
     print(ensure_tool(sys.argv[1] if len(sys.argv) > 1 else "helm"))
+
+
+LUPA_REQ = "lupa==2.8"
+
+
+def ensure_lupa():
+    """Import lupa (Lua in Python, MIT) to run the Argo CD Lua health check in tests: from the
+    environment if installed, else a wheel pip-downloaded once into .cache/tools/ and unpacked."""
+    try:
+        import lupa  # noqa: F401
+        return lupa
+    except ImportError:
+        pass
+    target = CACHE_DIR / f"pylib-{sys.version_info.major}{sys.version_info.minor}"
+    if not (target / "lupa").is_dir():
+        CACHE_DIR.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=CACHE_DIR) as tmp:
+            subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+                            "--quiet", "--dest", tmp, LUPA_REQ], check=True)
+            (wheel,) = Path(tmp).glob("lupa-*.whl")
+            staging = Path(tmp) / "unpacked"
+            with zipfile.ZipFile(wheel) as zf:
+                zf.extractall(staging)
+            if target.exists():
+                shutil.rmtree(target)
+            shutil.move(str(staging), target)
+    if str(target) not in sys.path:
+        sys.path.insert(0, str(target))
+    import lupa  # noqa: F811
+
+    return lupa
