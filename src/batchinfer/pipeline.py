@@ -147,6 +147,5 @@ def build_dataset(config: JobConfig, request: ModelRequest, resources: Resources
         .map_batches(Predictor, fn_constructor_kwargs={"request": request, "settings": settings},
                      batch_size=config.batch_size, batch_format="numpy",
                      compute=ray.data.ActorPoolStrategy(size=resources.actors),
-                     num_cpus=resources.cpus_per_actor, num_gpus=resources.gpus_per_actor,
-                     max_restarts=-1, max_task_retries=-1)
+                     num_cpus=resources.cpus_per_actor, num_gpus=resources.gpus_per_actor)
     )

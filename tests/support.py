@@ -1,0 +1,113 @@
+"""Real parts for the tests: a local multi-node Ray cluster started with `ray start`, and CLI runs."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import ray
+
+BIN = Path(sys.executable).parent
+RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class LocalRayCluster:
+    """A head and worker nodes on this machine, each a `ray start --block` in its own process group
+    (so stopping it never touches other Ray clusters on the machine)."""
+
+    def __init__(self, workdir: Path, head_params: list[str], worker_params: list[list[str]],
+                 env: dict[str, str] | None = None) -> None:
+        self.workdir = workdir
+        self.head_params = head_params
+        self.worker_params = worker_params
+        self.port, self.dashboard_port = free_port(), free_port()
+        self.env = {**os.environ, **RAY_ENV, "RAY_TMPDIR": str(workdir), **(env or {})}
+        self.env.pop("RAY_ADDRESS", None)
+        self.nodes: list[subprocess.Popen] = []
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def dashboard_url(self) -> str:
+        return f"http://127.0.0.1:{self.dashboard_port}"
+
+    def _start_node(self, params: list[str], name: str) -> subprocess.Popen:
+        log = (self.workdir / f"{name}.log").open("wb")
+        node = subprocess.Popen([str(BIN / "ray"), "start", "--block", "--node-ip-address=127.0.0.1",
+                                 "--disable-usage-stats", *params],
+                                env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.nodes.append(node)
+        return node
+
+    def start(self, timeout_s: float = 120) -> "LocalRayCluster":
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self._start_node(["--head", f"--port={self.port}", "--include-dashboard=true",
+                          "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}",
+                          f"--temp-dir={self.workdir}", *self.head_params], "head")
+        self.wait_for_nodes(1, timeout_s)
+        for index, params in enumerate(self.worker_params):
+            self._start_node([f"--address={self.address}", *params], f"worker-{index}")
+        self.wait_for_nodes(1 + len(self.worker_params), timeout_s)
+        return self
+
+    def alive_nodes(self) -> list[dict]:
+        script = ("import json, ray; ray.init(address='{}', logging_level='ERROR'); "
+                  "print(json.dumps([n['Resources'] for n in ray.nodes() if n['Alive']]))").format(self.address)
+        result = subprocess.run([sys.executable, "-c", script], env=self.env, capture_output=True,
+                                text=True, timeout=60)
+        import json
+
+        return json.loads(result.stdout.strip().splitlines()[-1]) if result.returncode == 0 else []
+
+    def wait_for_nodes(self, count: int, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for node in self.nodes:
+                if node.poll() is not None:
+                    raise RuntimeError(f"a Ray node exited; see logs in {self.workdir}")
+            if len(self.alive_nodes()) >= count:
+                return
+            time.sleep(1)
+        raise RuntimeError(f"Ray cluster did not reach {count} nodes in {timeout_s:.0f} s")
+
+    def kill_node(self, node: subprocess.Popen) -> None:
+        """Kill one node's whole process group (raylet, its workers) at once, like a lost pod."""
+        try:
+            os.killpg(node.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        node.wait()
+
+    def stop(self) -> None:
+        if ray.is_initialized():
+            ray.shutdown()
+        for node in reversed(self.nodes):
+            try:
+                os.killpg(node.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                continue
+        for node in reversed(self.nodes):
+            try:
+                node.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.kill_node(node)
+        self.nodes.clear()
+
+
+def run_cli(args: list[str], env: dict[str, str], timeout_s: float = 600) -> subprocess.CompletedProcess:
+    """Run the installed `batchinfer` command as a user would."""
+    return subprocess.run([str(BIN / "batchinfer"), *args], env=env, capture_output=True, text=True,
+                          timeout=timeout_s)
