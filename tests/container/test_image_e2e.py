@@ -26,7 +26,6 @@ import resource
 import secrets
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
@@ -35,9 +34,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from tests.chart.render import documents, rayjob_of, template  # the chart tests' own helm renderer
+
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "tests"))
-from chart.render import documents, rayjob_of, template  # noqa: E402  (the chart tests' own renderer)
 
 IMAGE = os.environ.get("BATCHINFER_E2E_IMAGE", "")
 pytestmark = [
