@@ -50,6 +50,23 @@ def _resolve_env(container: dict, secrets: dict[str, dict[str, str]]) -> dict[st
     return env
 
 
+def start_cluster(cluster: LocalRayCluster, worker_flags: list[list[str]], timeout_s: float = 240) -> None:
+    """Head first, then one worker at a time (like pods becoming ready one by one): `ray start`
+    waits only 30 s for its raylet to register, which a loaded 2-core CI machine can exceed when
+    several nodes start at once. A worker whose start timed out is started again once."""
+    cluster.start(timeout_s=timeout_s)
+    for index, flags in enumerate(worker_flags):
+        for attempt in range(2):
+            node = cluster._start_node([f"--address={cluster.address}", *flags], f"worker-{index}-{attempt}")
+            try:
+                cluster.wait_for_nodes(2 + index, timeout_s)
+                break
+            except RuntimeError:
+                if node.poll() is None or attempt == 1:
+                    raise
+                cluster.nodes.remove(node)
+
+
 def kuberay_submit_command(address: str, job_id: str, entrypoint: str) -> str:
     """KubeRay v1.7.0 BuildJobSubmitCommand (K8sJobMode), joined with spaces as the controller does
     and run with /bin/bash -ce. The health-wait loop is replaced by the cluster fixture's wait."""
@@ -89,9 +106,11 @@ def test_rendered_rayjob_runs_on_local_ray(helm_bin, s3, samples, tmp_path):
     assert len(worker_flags) == 2
 
     workdir = Path(f"/tmp/bi-chart-{os.getpid()}")  # short: Ray socket paths must stay under 108 bytes
-    cluster = LocalRayCluster(workdir, head_params=head_flags, worker_params=worker_flags, env=env)
+    # The image has `batchinfer` and `ray` on PATH; here they are in the venv's bin.
+    node_env = {**env, "PATH": f"{BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
+    cluster = LocalRayCluster(workdir, head_params=head_flags, worker_params=[], env=node_env)
     try:
-        cluster.start()
+        start_cluster(cluster, worker_flags)
         nodes = cluster.alive_nodes()
         assert sorted(n.get("CPU", 0) for n in nodes) == [0, 1, 1] or sorted(
             n.get("CPU", 0) for n in nodes)[1:] == [1, 1], nodes
