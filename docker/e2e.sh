@@ -52,7 +52,10 @@ cleanup() {
         # dockerd stops the containerd it started; kill it by its pidfile if it is still there.
         cpid="$(cat "$RUN_DIR/exec/containerd/containerd.pid" 2>/dev/null)"
         [ -n "$cpid" ] && kill -0 "$cpid" 2>/dev/null && kill -TERM "$cpid"
-        umount -R "$RUN_DIR/exec" 2>/dev/null
+        # dockerd leaves mounts under its exec root (netns/default): unmount them before rm -rf.
+        findmnt -rn -o TARGET | grep "^$RUN_DIR/" | sort -r | while read -r m; do
+            umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null
+        done
     else
         ids="$(docker ps -aq --filter label=batchinfer-e2e 2>/dev/null)"
         [ -n "$ids" ] && docker rm -f $ids >/dev/null 2>&1
