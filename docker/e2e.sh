@@ -140,7 +140,10 @@ fill_wheels() {
 build_image() {
     HOST_PYTHON="$PY" bash "$ROOT/docker/build.sh" --tag "$IMAGE" --base-image "$BASE_IMAGE" --offline \
         -- --network host >"$RUN_DIR/build.log" 2>&1 || { tail -60 "$RUN_DIR/build.log" >&2; return 1; }
-    grep -E '^#[0-9]+ (DONE|CACHED)' -B1 "$RUN_DIR/build.log" | grep -E '^#[0-9]+ \[' | sort -u | sed 's/^/    /' | cut -c1-120 || true
+    # Per-step durations from BuildKit's plain progress output.
+    awk '/^#[0-9]+ (\[|exporting)/ { id = $1; sub(/^#[0-9]+ /, ""); name[id] = substr($0, 1, 90) }
+         /^#[0-9]+ (DONE|CACHED)/ && ($1 in name) { printf "    %-8s %s\n", ($2 == "CACHED" ? "cached" : $3), name[$1]; delete name[$1] }' \
+        "$RUN_DIR/build.log"
     tail -1 "$RUN_DIR/build.log"
 }
 
@@ -155,4 +158,4 @@ phase base ensure_base
 phase wheels fill_wheels
 phase build build_image
 phase run run_containers
-log "image $IMAGE: $(docker image inspect --format '{{.Size}}' "$IMAGE" | awk '{printf "%.2f GB (%d bytes)", $1/1e9, $1}')"
+log "image $IMAGE: $(docker image inspect --format '{{.Size}}' "$IMAGE" | awk '{printf "%.2f GB (%.0f bytes)", $1/1e9, $1}')"
