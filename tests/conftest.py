@@ -10,7 +10,7 @@ import pytest
 from batchinfer.config import S3Options
 from batchinfer.demo import efficientnet_lite0_checkpoint, sample_images
 from batchinfer.seaweed import SeaweedServer
-from tests.support import RAY_ENV, LocalRayCluster
+from tests.support import BIN, RAY_ENV, LocalRayCluster
 
 SAMPLES = "samples"
 
@@ -29,11 +29,13 @@ def s3_options(s3) -> S3Options:
 
 
 @pytest.fixture(scope="session")
-def ray_cluster(tmp_path_factory) -> LocalRayCluster:
-    """A head (2 CPUs) and a second node (1 CPU); RAY_ADDRESS points every job at it."""
+def ray_cluster(s3) -> LocalRayCluster:
+    """A head (2 CPUs) and a second node (1 CPU); RAY_ADDRESS points every job at it. Like KubeRay pods,
+    the nodes carry the S3 settings in their environment and the job's command on PATH."""
     workdir = Path(f"/tmp/bi-ray-{os.getpid()}")  # short: Ray's socket paths must stay under 108 bytes
     cluster = LocalRayCluster(workdir, head_params=["--num-cpus=2", "--object-store-memory=800000000"],
-                              worker_params=[["--num-cpus=1", "--object-store-memory=400000000"]]).start()
+                              worker_params=[["--num-cpus=1", "--object-store-memory=400000000"]],
+                              env={**s3.env(), "PATH": f"{BIN}:{os.environ.get('PATH', '')}"}).start()
     previous = {key: os.environ.get(key) for key in ("RAY_ADDRESS", *RAY_ENV)}
     os.environ.update(RAY_ENV, RAY_ADDRESS=cluster.address)
     yield cluster

@@ -41,6 +41,11 @@ def normalize_label(name: str) -> str:
     return re.sub(r"[\s_\-]+", " ", name).strip().lower()
 
 
+def _strings(column: np.ndarray) -> list[str | None]:
+    """A nullable string column as Python values (an all-null column arrives as NaN floats)."""
+    return [value if isinstance(value, str) else None for value in column]
+
+
 class Predictor:
     """A Ray Data callable class: one instance per actor, one model per instance."""
 
@@ -78,7 +83,7 @@ class Predictor:
         return scores.cpu().numpy(), indices.cpu().numpy()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
-        paths, errors = batch["path"], batch["error"]
+        paths, errors = batch["path"], _strings(batch["error"])
         ok = np.array([error is None for error in errors], dtype=bool)
         size = len(paths)
         labels, indices, scores = [None] * size, [None] * size, [None] * size
@@ -93,11 +98,11 @@ class Predictor:
         columns = {
             "path": list(paths), "label": labels, "label_index": indices, "score": scores,
             "topk_labels": topk_labels, "topk_scores": topk_scores, "model": [self.model_name] * size,
-            "error": list(errors),
+            "error": errors,
         }
         with_truth = "true_label" in batch
         if with_truth:
-            truths = list(batch["true_label"])
+            truths = _strings(batch["true_label"])
             columns["true_label"] = truths
             columns["correct"] = [None if label is None or truth is None
                                   else normalize_label(label) == normalize_label(truth)

@@ -81,8 +81,14 @@ class Output:
         """Remove our part files and markers (and the staging area when asked)."""
         for path in self._own_files():
             self.fs.delete_file(path)
-        if staging and file_info(self.location, self.staging_root, self.s3).type == pafs.FileType.Directory:
+        if staging:
+            self.remove_staging()
+
+    def remove_staging(self) -> None:
+        try:
             self.fs.delete_dir(self.staging_root)
+        except FileNotFoundError:  # never created, or an object store that drops empty prefixes
+            pass
 
     def completed_paths(self) -> set[str]:
         """Input URIs that already have a staged result (from an earlier, interrupted run)."""
@@ -129,7 +135,7 @@ class Output:
         }
         write_bytes(self.fs, self.location.join(SUMMARY), json.dumps(summary, indent=2).encode())
         write_bytes(self.fs, self.location.join(SUCCESS), b"")
-        self.fs.delete_dir(self.staging_root)
+        self.remove_staging()
         return summary
 
 
