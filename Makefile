@@ -8,7 +8,7 @@ IMAGE ?= batchinfer:0.1.0
 IMAGE_CPU ?= batchinfer:0.1.0-cpu
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: help venv demo test test-fast chart-test bench image image-cpu image-e2e kind-up kind-e2e kind-down lock
+.PHONY: help venv demo test test-fast chart-test chart-render bench image image-cpu image-e2e kind-up kind-e2e kind-down lock
 
 help:
 	@echo "make demo        run the job on the embedded default (local S3 server, local Ray, sample photos)"
@@ -38,6 +38,9 @@ test-fast: $(STAMP)
 
 chart-test: $(STAMP)
 	$(BIN)/python -m pytest tests/chart
+
+chart-render: $(STAMP)
+	$(BIN)/python -m tests.chart.render
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
