@@ -11,6 +11,7 @@ from PIL import Image
 
 from batchinfer.config import JobConfig, S3Options
 from batchinfer.seaweed import SeaweedServer
+from batchinfer.storage import s3_filesystem
 
 BUCKET = "batchinfer-demo"
 SKIMAGE_PHOTOS = ("coffee.png", "chelsea.png", "astronaut.png", "rocket.jpg", "motorcycle_left.png",
@@ -85,7 +86,7 @@ def run_demo() -> dict:
                          secret_key=server.secret_key),
         )
         summary = run_job(config)
-        table = pq.read_table(f"{BUCKET}/predictions/", filesystem=_filesystem(config.s3))
+        table = pq.read_table(f"{BUCKET}/predictions/", filesystem=s3_filesystem(config.s3))
         print("\npredictions:")
         for row in sorted(table.to_pylist(), key=lambda r: r["path"]):
             verdict = f"{row['label']} ({row['score']:.2f})" if row["error"] is None else f"ERROR {row['error']}"
@@ -93,9 +94,3 @@ def run_demo() -> dict:
         print_summary(summary)
         print(f"Parquet written to s3://{BUCKET}/predictions/ (the local server stops now)")
         return summary
-
-
-def _filesystem(s3: S3Options):
-    from batchinfer.storage import s3_filesystem
-
-    return s3_filesystem(s3)

@@ -56,10 +56,6 @@ class EvalTransform:
         return v2.Compose([v2.Resize(self.resize_size, interpolation=self.interpolation, antialias=True),
                            v2.CenterCrop(self.crop_size)])
 
-    def __call__(self, image: Image.Image) -> np.ndarray:
-        """One RGB PIL image -> (crop, crop, 3) uint8."""
-        return np.asarray(self.resize_and_crop()(image), dtype=np.uint8)
-
 
 def decode_image(data: bytes, min_size: int) -> Image.Image:
     """Bytes -> upright RGB PIL image. Raises on anything that is not a decodable image.
