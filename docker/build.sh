@@ -58,12 +58,20 @@ fill_wheelhouse() {
     # host must match the image's platform: CPython 3.11 on x86_64 Linux (glibc).
     "$HOST_PYTHON" -c 'import sys, platform; sys.exit(sys.version_info[:2] != (3, 11) or platform.machine() != "x86_64")' || {
         echo "build.sh: --wheelhouse needs a CPython 3.11 x86_64 host python (HOST_PYTHON=...)" >&2; return 1; }
+    # Skip when it was filled for exactly these pins (the stamp lies outside the build context).
+    local stamp="$ROOT/.cache/wheelhouse.stamp" key
+    key="$(cat "$ROOT/constraints.txt" "$ROOT/pyproject.toml" | sha256sum | cut -d' ' -f1)"
+    if [ "$(cat "$stamp" 2>/dev/null)" = "$key" ] && ls "$WHEEL_DIR"/torch-*.whl >/dev/null 2>&1; then
+        echo "build.sh: $WHEEL_DIR is up to date for constraints.txt + pyproject.toml"; return 0
+    fi
     echo "build.sh: filling $WHEEL_DIR (pip download; wheels already there are reused)"
     local log="$ROOT/.cache/wheelhouse.log"
+    rm -f "$stamp"
     if ! "$HOST_PYTHON" -m pip download --disable-pip-version-check -q --only-binary=:all: \
             -c "$ROOT/constraints.txt" -d "$WHEEL_DIR" "$ROOT[timm]" "setuptools>=68" wheel >"$log" 2>&1; then
         grep -v "is ignored: it is neither a file nor a directory" "$log" >&2; return 1
     fi
+    echo "$key" > "$stamp"
 }
 if [ "$WHEELHOUSE" = 1 ]; then fill_wheelhouse; fi
 if [ "$FETCH_ONLY" = 1 ]; then exit 0; fi

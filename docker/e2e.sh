@@ -11,7 +11,7 @@
 #   build     docker/build.sh --offline --base-image <that base>
 #   run       tests/container/test_image_e2e.py: render the chart, run head/worker/submitter, check
 # Everything started here (containers, dockerd and its containerd, the S3 server) is stopped on exit,
-# success or failure. Env knobs: E2E_IMAGE (tag), E2E_KEEP_IMAGE=0 (remove the image afterwards),
+# success or failure. Env knobs: E2E_IMAGE (tag), E2E_KEEP_IMAGE=0 (remove the image afterwards; only with our own dockerd),
 # E2E_DOCKER_ROOT (data root of our own dockerd; default .cache/docker, reused so reruns are warm).
 set -euo pipefail
 
@@ -22,6 +22,8 @@ IMAGE="${E2E_IMAGE:-batchinfer:e2e}"
 BASE_IMAGE="batchinfer-e2e-base:bookworm"
 DOCKER_ROOT="${E2E_DOCKER_ROOT:-$ROOT/.cache/docker}"
 RUN_DIR="$(mktemp -d /tmp/batchinfer-e2e.XXXXXX)"   # short path: unix sockets live here
+RUN_ID="${RUN_DIR##*.}"                                # labels this run's containers
+export BATCHINFER_E2E_RUN_ID="$RUN_ID" BATCHINFER_E2E_STATE="$RUN_DIR"
 OWN_DOCKERD_PID=""
 T0=$SECONDS
 PHASES=()
@@ -38,10 +40,15 @@ phase() {  # phase NAME COMMAND...: run it, record its duration
 cleanup() {
     local rc=$?
     set +e
+    # The test stops what it starts; this is the safety net if it died: its S3 server (a process
+    # group of its own, PID recorded by the test) and this run's containers (by label).
+    wpid="$(cat "$RUN_DIR/weed.pid" 2>/dev/null)"
+    [ -n "$wpid" ] && kill -0 "$wpid" 2>/dev/null && { log "stopping the S3 server (pid $wpid)"; kill -KILL -- "-$wpid"; }
+    if docker info >/dev/null 2>&1; then
+        ids="$(docker ps -aq --filter "label=batchinfer-e2e=$RUN_ID")"
+        [ -n "$ids" ] && { log "removing containers $ids"; docker rm -f $ids >/dev/null 2>&1; }
+    fi
     if [ -n "$OWN_DOCKERD_PID" ]; then
-        # Containers of this run carry the label; the test removes them, this is the safety net.
-        ids="$(docker ps -aq --filter label=batchinfer-e2e 2>/dev/null)"
-        [ -n "$ids" ] && docker rm -f $ids >/dev/null 2>&1
         [ "${E2E_KEEP_IMAGE:-1}" = 0 ] && docker image rm -f "$IMAGE" >/dev/null 2>&1
         log "stopping dockerd (pid $OWN_DOCKERD_PID)"
         kill -TERM "$OWN_DOCKERD_PID" 2>/dev/null
@@ -56,9 +63,6 @@ cleanup() {
         findmnt -rn -o TARGET | grep "^$RUN_DIR/" | sort -r | while read -r m; do
             umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null
         done
-    else
-        ids="$(docker ps -aq --filter label=batchinfer-e2e 2>/dev/null)"
-        [ -n "$ids" ] && docker rm -f $ids >/dev/null 2>&1
     fi
     rm -rf "$RUN_DIR"
     echo

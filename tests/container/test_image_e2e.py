@@ -50,7 +50,8 @@ LABEL = "batchinfer-e2e"
 BUCKET = "e2e"
 N_GOOD = 20
 JOB_TIMEOUT_S = int(os.environ.get("E2E_JOB_TIMEOUT_S", "900"))
-RUN_ID = secrets.token_hex(3)
+RUN_ID = os.environ.get("BATCHINFER_E2E_RUN_ID") or secrets.token_hex(3)
+STATE_DIR = os.environ.get("BATCHINFER_E2E_STATE", "")  # docker/e2e.sh's run directory (its cleanup reads it)
 # KubeRay prefixes `ray start` with `ulimit -n 65536`; where the hard limit is lower that line fails
 # with a message and the command goes on, as in a pod. Keep the message out of the logs.
 ULIMIT = "ulimit -n 65536 2>/dev/null || ulimit -n $(ulimit -Hn)"
@@ -175,7 +176,7 @@ class Pod:
         # KubeRay's container command is `/bin/bash -lc -- <generated command>`.
         # KubeRay's command raises the soft limit to 65536; this host may cap the hard limit lower.
         nofile = min(65536, resource.getrlimit(resource.RLIMIT_NOFILE)[1])
-        args = ["run", "--name", self.name, "--label", LABEL, "--network", "host",
+        args = ["run", "--name", self.name, "--label", f"{LABEL}={RUN_ID}", "--network", "host",
                 "--ulimit", f"nofile={nofile}:{nofile}",
                 # the chart's /tmp/ray emptyDir (fsGroup 1000 makes it writable there)
                 "--tmpfs", "/tmp/ray:rw,exec,uid=1000,gid=1000,mode=0770,size=2g",
@@ -202,8 +203,13 @@ class Pod:
 def s3():
     from batchinfer.seaweed import SeaweedServer
 
+    pidfile = Path(STATE_DIR, "weed.pid") if STATE_DIR else None
     with SeaweedServer() as server:
+        if pidfile:  # so that docker/e2e.sh can stop it should this process die first
+            pidfile.write_text(str(server._process.pid))
         yield server
+    if pidfile:  # stopped: nothing left for the safety net
+        pidfile.unlink(missing_ok=True)
 
 
 @pytest.fixture(scope="module")
