@@ -9,6 +9,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from batchinfer.gpu_decode import DeviceDecoder
 from batchinfer.models import ModelRequest, load_model
 from batchinfer.sink import prediction_schema
 
@@ -16,16 +17,21 @@ from batchinfer.sink import prediction_schema
 @dataclass(frozen=True)
 class InferenceSettings:
     """How the actor runs the model. `device` is resolved; precision 'auto' is bf16 (fp16 where the GPU
-    lacks bf16) on CUDA and fp32 on CPU."""
+    lacks bf16) on CUDA and fp32 on CPU; `batch_size` (images per forward pass) None picks one from the
+    device (`default_batch_size`)."""
 
     device: str = "cpu"
     precision: str = "auto"
     top_k: int = 5
     threads: int | None = None
     compile: bool = False
+    batch_size: int | None = None
 
 
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+CPU_BATCH_SIZE = 32
+# Images per forward pass on CUDA, by the GPU's total memory: (at least this many GiB, batch size).
+CUDA_BATCH_SIZES = ((70, 512), (30, 256), (14, 128), (0, 64))
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
@@ -34,6 +40,14 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     if device.type != "cuda":
         return "fp32"
     return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+
+
+def default_batch_size(device: torch.device) -> int:
+    """Images per forward pass: 32 on CPU; on CUDA from the GPU's memory (CUDA_BATCH_SIZES)."""
+    if device.type != "cuda":
+        return CPU_BATCH_SIZE
+    memory_gib = torch.cuda.get_device_properties(device).total_memory / 2**30
+    return next(size for floor_gib, size in CUDA_BATCH_SIZES if memory_gib >= floor_gib)
 
 
 def normalize_label(name: str) -> str:
@@ -47,7 +61,12 @@ def _strings(column: np.ndarray) -> list[str | None]:
 
 
 class Predictor:
-    """A Ray Data callable class: one instance per actor, one model per instance."""
+    """A Ray Data callable class: one instance per actor, one model per instance.
+
+    A batch arrives either decoded (`image`: uint8 NHWC crops) or, with GPU decode, as JPEG bytes plus
+    the crops of the other images (see `Preprocessor`). It is cut into forward batches; on CUDA each
+    forward batch is decoded/copied on a side stream while the previous one runs the model.
+    """
 
     def __init__(self, request: ModelRequest, settings: InferenceSettings) -> None:
         if settings.threads:
@@ -58,39 +77,106 @@ class Predictor:
         self.categories = np.array(loaded.categories, dtype=object)
         self.device = torch.device(settings.device)
         self.dtype = _DTYPES[resolve_precision(settings.precision, self.device)]
+        self.batch_size = settings.batch_size or default_batch_size(self.device)
         module = loaded.module.to(self.device, memory_format=torch.channels_last)
         self.module = torch.compile(module) if settings.compile else module
         shape = (1, 3, 1, 1)
         self.mean = torch.tensor(loaded.transform.mean, device=self.device).view(shape) * 255
         self.std = torch.tensor(loaded.transform.std, device=self.device).view(shape) * 255
         self.top_k = min(settings.top_k, len(loaded.categories))
+        self.crop_size = loaded.transform.crop_size
+        self.decoder = DeviceDecoder(loaded.transform, self.device)
+        self.copy_stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
 
-    def to_model_input(self, images: np.ndarray) -> torch.Tensor:
-        """(N, H, W, 3) uint8 -> normalized (N, 3, H, W) float, channels_last, on the device."""
-        batch = torch.from_numpy(images)
+    def to_device(self, images: np.ndarray) -> torch.Tensor:
+        """(N, H, W, 3) uint8 on the host -> (N, 3, H, W) uint8 on the device (pinned, non-blocking)."""
+        batch = torch.from_numpy(np.ascontiguousarray(images))
         if self.device.type == "cuda":
             batch = batch.pin_memory().to(self.device, non_blocking=True)
-        batch = batch.permute(0, 3, 1, 2).float()  # an NHWC buffer is channels_last NCHW already
-        return ((batch - self.mean) / self.std).to(memory_format=torch.channels_last)
+        return batch.permute(0, 3, 1, 2)  # an NHWC buffer is channels_last NCHW already
 
-    @torch.inference_mode()
-    def forward(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k (probabilities, class indices) for a batch of uint8 crops."""
+    def to_model_input(self, images: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) uint8 on the device -> normalized float, channels_last."""
+        return ((images.float() - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
+
+    def load_images(self, batch: dict[str, np.ndarray], rows: np.ndarray
+                    ) -> tuple[torch.Tensor, list[str | None]]:
+        """Crops of `rows` on the device, from either batch layout, and per-row decode errors (GPU
+        decode finds some files only now)."""
+        if "image" in batch:
+            return self.to_device(batch["image"][rows]), [None] * len(rows)
+        crops = torch.empty((len(rows), 3, self.crop_size, self.crop_size), dtype=torch.uint8,
+                            device=self.device)
+        errors: list[str | None] = [None] * len(rows)
+        jpegs = batch["jpeg"][rows]
+        is_jpeg = np.array([isinstance(jpeg, bytes) for jpeg in jpegs], dtype=bool)
+        if is_jpeg.any():
+            decoded, jpeg_errors = self.decoder(list(jpegs[is_jpeg]), batch["orientation"][rows][is_jpeg])
+            crops[torch.from_numpy(is_jpeg).to(self.device)] = decoded
+            for position, error in zip(np.flatnonzero(is_jpeg), jpeg_errors):
+                errors[position] = error
+        if not is_jpeg.all():
+            shape = (self.crop_size, self.crop_size, 3)
+            pixels = np.stack([np.frombuffer(data, dtype=np.uint8).reshape(shape)
+                               for data in batch["pixels"][rows][~is_jpeg]])
+            crops[torch.from_numpy(~is_jpeg).to(self.device)] = self.to_device(pixels)
+        return crops, errors
+
+    def _stage(self, batch: dict[str, np.ndarray], rows: np.ndarray
+               ) -> tuple[torch.Tensor, list[str | None], torch.cuda.Event | None]:
+        """Decode/copy `rows` onto the device; on CUDA on the side stream, with an event to wait for."""
+        if self.copy_stream is None:
+            return (*self.load_images(batch, rows), None)
+        with torch.cuda.stream(self.copy_stream):
+            images, errors = self.load_images(batch, rows)
+            return images, errors, self.copy_stream.record_event()
+
+    def _top_k(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Top-k (probabilities, class indices), left on the device."""
         inputs = self.to_model_input(images)
         with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32):
             logits = self.module(inputs)
-        scores, indices = logits.float().softmax(dim=1).topk(self.top_k, dim=1)
+        return logits.float().softmax(dim=1).topk(self.top_k, dim=1)
+
+    @torch.inference_mode()
+    def forward(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k (probabilities, class indices) for one forward batch of host uint8 NHWC crops."""
+        scores, indices = self._top_k(self.to_device(images))
         return scores.cpu().numpy(), indices.cpu().numpy()
+
+    @torch.inference_mode()
+    def classify(self, batch: dict[str, np.ndarray], rows: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray, list[str | None]]:
+        """Top-k for `rows` of a batch in forward batches of `batch_size`, and per-row decode errors.
+        Forward batch i+1 is staged (decoded, copied) while batch i's model work runs on the GPU."""
+        chunks = [rows[start:start + self.batch_size] for start in range(0, len(rows), self.batch_size)]
+        scores, indices, errors = [], [], []
+        staged = self._stage(batch, chunks[0])
+        for following in [*chunks[1:], None]:
+            images, chunk_errors, ready = staged
+            if ready is not None:
+                torch.cuda.current_stream(self.device).wait_event(ready)
+                images.record_stream(torch.cuda.current_stream(self.device))
+            chunk_scores, chunk_indices = self._top_k(images)
+            scores.append(chunk_scores)
+            indices.append(chunk_indices)
+            errors.extend(chunk_errors)
+            if following is not None:
+                staged = self._stage(batch, following)
+        return torch.cat(scores).cpu().numpy(), torch.cat(indices).cpu().numpy(), errors
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
         paths, errors = batch["path"], _strings(batch["error"])
-        ok = np.array([error is None for error in errors], dtype=bool)
+        rows = np.flatnonzero([error is None for error in errors])
         size = len(paths)
         labels, indices, scores = [None] * size, [None] * size, [None] * size
         topk_labels, topk_scores = [None] * size, [None] * size
-        if ok.any():
-            top_scores, top_indices = self.forward(batch["image"][ok])
-            for row, k_scores, k_indices in zip(np.flatnonzero(ok), top_scores, top_indices):
+        if len(rows):
+            top_scores, top_indices, decode_errors = self.classify(batch, rows)
+            for row, k_scores, k_indices, decode_error in zip(rows, top_scores, top_indices, decode_errors):
+                if decode_error is not None:
+                    errors[row] = decode_error
+                    continue
                 labels[row], indices[row], scores[row] = (self.categories[k_indices[0]], int(k_indices[0]),
                                                           float(k_scores[0]))
                 topk_labels[row] = self.categories[k_indices].tolist()

@@ -22,6 +22,9 @@ from batchinfer.storage import read_many
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 _HIGH_BIT_DEPTH_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+JPEG_MAGIC = b"\xff\xd8\xff"
+EXIF_ORIENTATION_TAG = 0x0112
+_DEVICE_DECODABLE_MODES = ("RGB", "L")  # CMYK/YCCK JPEGs stay on the CPU path, which converts them right
 
 
 @dataclass(frozen=True)
@@ -85,16 +88,45 @@ def decode_image(data: bytes, min_size: int) -> Image.Image:
     return image.convert("RGB")
 
 
+def jpeg_orientation(data: bytes) -> int | None:
+    """The EXIF orientation (1-8) of a JPEG the device decoder can take, from its header alone; None
+    for anything else (not a JPEG, CMYK, a header PIL rejects, a decompression bomb), which then takes
+    the CPU path and gets that path's decoding or error message."""
+    if not data.startswith(JPEG_MAGIC):
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            header = Image.open(io.BytesIO(data))
+    except Exception:  # noqa: BLE001 - the CPU path reports it
+        return None
+    if header.format != "JPEG" or header.mode not in _DEVICE_DECODABLE_MODES:
+        return None
+    orientation = header.getexif().get(EXIF_ORIENTATION_TAG, 1)
+    return orientation if orientation in range(1, 9) else 1
+
+
 class Preprocessor:
-    """The decode stage: read a batch of objects, decode and transform each; failures become error rows."""
+    """The decode stage: read a batch of objects, decode and transform each; failures become error rows.
+
+    With `keep_jpegs` (GPU decode), JPEGs the device decoder can take are passed on undecoded: the batch
+    then has `jpeg` (bytes or None), `orientation` (EXIF, 1-8) and `pixels` (the raw uint8 crop of each
+    image decoded here, or None) instead of the fixed-shape `image` column.
+    """
 
     def __init__(self, filesystem: pafs.FileSystem, transform: EvalTransform, uri_prefix: str,
-                 label_pattern: str | None = None) -> None:
+                 label_pattern: str | None = None, keep_jpegs: bool = False) -> None:
         self.filesystem = filesystem
         self.transform = transform
         self.uri_prefix = uri_prefix
         self.label_pattern = re.compile(label_pattern) if label_pattern else None
+        self.keep_jpegs = keep_jpegs
         self._resize_crop = transform.resize_and_crop()
+
+    def passing_jpegs(self) -> "Preprocessor":
+        """This stage with GPU decode on: JPEGs go on to the inference actor undecoded."""
+        pattern = self.label_pattern.pattern if self.label_pattern else None
+        return Preprocessor(self.filesystem, self.transform, self.uri_prefix, pattern, keep_jpegs=True)
 
     def preprocess(self, data: bytes) -> np.ndarray:
         image = decode_image(data, self.transform.resize_size)
@@ -111,16 +143,28 @@ class Preprocessor:
         crop = self.transform.crop_size
         images = np.zeros((len(paths), crop, crop, 3), dtype=np.uint8)
         errors: list[str | None] = [None] * len(paths)
+        jpegs: list[bytes | None] = [None] * len(paths)
+        orientations = np.ones(len(paths), dtype=np.int8)
         for index, payload in enumerate(read_many(self.filesystem, list(paths))):
             try:
                 if isinstance(payload, Exception):
                     raise OSError(f"read failed: {payload}")
-                images[index] = self.preprocess(payload)
+                orientation = jpeg_orientation(payload) if self.keep_jpegs else None
+                if orientation is None:
+                    images[index] = self.preprocess(payload)
+                else:
+                    jpegs[index], orientations[index] = payload, orientation
             except Exception as exc:  # noqa: BLE001 - any undecodable input becomes an error row
                 errors[index] = f"{type(exc).__name__}: {exc}"[:500]
         uris = [self.uri_prefix + path for path in paths]
-        out = {"path": np.array(uris, dtype=object), "image": images,
-               "error": np.array(errors, dtype=object)}
+        out = {"path": np.array(uris, dtype=object), "error": np.array(errors, dtype=object)}
+        if self.keep_jpegs:
+            decoded_here = [jpeg is None and error is None for jpeg, error in zip(jpegs, errors)]
+            out |= {"jpeg": np.array(jpegs, dtype=object), "orientation": orientations,
+                    "pixels": np.array([image.tobytes() if keep else None
+                                        for image, keep in zip(images, decoded_here)], dtype=object)}
+        else:
+            out["image"] = images
         if self.label_pattern:
             out["true_label"] = np.array([self.true_label(uri) for uri in uris], dtype=object)
         return out
