@@ -49,7 +49,7 @@ class JobConfig:
     model: str = "resnet50"
     weights: str = "default"
     categories: str | None = None
-    batch_size: int = 32
+    batch_size: int | None = None  # None: chosen per device (predictor.default_batch_size)
     device: str = "auto"
     num_workers: int | None = None
     num_gpus_per_worker: float = 1.0
@@ -63,11 +63,13 @@ class JobConfig:
     precision: str = "auto"
     gpu_decode: str = "auto"
     compile: bool = False
+    storage_timeout_s: float = 180.0
     s3: S3Options = field(default_factory=S3Options)
 
     def validate(self) -> "JobConfig":
         checks = [
-            (self.batch_size >= 1, f"--batch-size must be at least 1 (got {self.batch_size})"),
+            (self.batch_size is None or self.batch_size >= 1,
+             f"--batch-size must be at least 1 (got {self.batch_size})"),
             (1 <= self.top_k <= 1000, f"--top-k must be between 1 and 1000 (got {self.top_k})"),
             (self.limit is None or self.limit >= 1, f"--limit must be at least 1 (got {self.limit})"),
             (self.rows_per_file >= 1, f"--rows-per-file must be at least 1 (got {self.rows_per_file})"),
@@ -85,6 +87,8 @@ class JobConfig:
             (not (self.resume and self.overwrite),
              "--resume and --overwrite contradict each other: pick one"),
             (bool(self.weights), "--weights must be 'default', 'none' or a checkpoint URI"),
+            (self.storage_timeout_s > 0,
+             f"--storage-timeout must be greater than 0 seconds (got {self.storage_timeout_s:g})"),
         ]
         for ok, message in checks:
             if not ok:

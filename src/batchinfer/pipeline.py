@@ -15,7 +15,7 @@ import ray
 
 from batchinfer.config import JobConfig, UserError
 from batchinfer.models import ModelRequest, load_model
-from batchinfer.predictor import InferenceSettings, Predictor
+from batchinfer.predictor import CPU_BATCH_SIZE, InferenceSettings, Predictor
 from batchinfer.preprocess import Preprocessor
 from batchinfer.sink import Output, check_output, prepare_output
 from batchinfer.source import list_images
@@ -24,6 +24,8 @@ from batchinfer.storage import check_bucket, resolve
 DECODE_BATCH = 64         # images per decode task batch (one object-store block each)
 CPU_DECODE_SHARE = 0.5    # CPUs reserved per decode task when inference runs on CPU
 GPU_WAIT_S = 600          # how long --device cuda waits for autoscaled GPU workers
+CUDA_ACTOR_BATCH = 2048   # images per inference call on CUDA (several forward batches)
+ACTOR_CALLS_IN_FLIGHT = 2  # per actor: Ray Data batches the next input while the UDF runs
 
 
 @dataclass(frozen=True)
@@ -134,18 +136,33 @@ def run_job(config: JobConfig) -> dict:
     return output.commit(inputs, summary | {"finished_at": datetime.now(timezone.utc).isoformat()})
 
 
+def use_gpu_decode(mode: str, device: str) -> bool:
+    """--gpu-decode: 'auto' decodes JPEGs in the inference actor when it runs on CUDA."""
+    return mode == "on" or (mode == "auto" and device == "cuda")
+
+
 def build_dataset(config: JobConfig, request: ModelRequest, resources: Resources,
                   preprocessor: Preprocessor, paths: list[str]) -> ray.data.Dataset:
-    """The Ray Data graph: path blocks → batched decode tasks → inference actor pool."""
+    """The Ray Data graph: path blocks → batched decode tasks → inference actor pool.
+
+    On CUDA an actor call takes CUDA_ACTOR_BATCH images and runs them in forward batches of
+    --batch-size (default by GPU memory), staging the next forward batch while one computes; with two
+    calls in flight per actor, Ray Data gathers the next call's input while the model runs."""
     blocks = [pa.table({"path": paths[i:i + DECODE_BATCH]}) for i in range(0, len(paths), DECODE_BATCH)]
+    if use_gpu_decode(config.gpu_decode, resources.device):
+        preprocessor = preprocessor.passing_jpegs()
     settings = InferenceSettings(device=resources.device, precision=config.precision, top_k=config.top_k,
-                                 threads=resources.threads, compile=config.compile)
+                                 threads=resources.threads, compile=config.compile,
+                                 batch_size=config.batch_size)
+    actor_batch = (max(CUDA_ACTOR_BATCH, config.batch_size or 0) if resources.device == "cuda"
+                   else config.batch_size or CPU_BATCH_SIZE)
     return (
         ray.data.from_arrow(blocks)
         .map_batches(preprocessor, batch_size=DECODE_BATCH, batch_format="numpy",
                      num_cpus=resources.decode_cpus)
         .map_batches(Predictor, fn_constructor_kwargs={"request": request, "settings": settings},
-                     batch_size=config.batch_size, batch_format="numpy",
-                     compute=ray.data.ActorPoolStrategy(size=resources.actors),
+                     batch_size=actor_batch, batch_format="numpy",
+                     compute=ray.data.ActorPoolStrategy(size=resources.actors,
+                                                        max_concurrent_calls_per_actor=ACTOR_CALLS_IN_FLIGHT),
                      num_cpus=resources.cpus_per_actor, num_gpus=resources.gpus_per_actor)
     )
