@@ -29,12 +29,15 @@ T0=$SECONDS
 PHASES=()
 
 log() { echo "[e2e $(date +%H:%M:%S)] $*"; }
-phase() {  # phase NAME COMMAND...: run it, record its duration
-    local name="$1" start=$SECONDS; shift
-    log "=== $name"
+CURRENT_PHASE=""
+PHASE_START=0
+phase() {  # phase NAME COMMAND...: run it, record its duration (cleanup records a failed one)
+    CURRENT_PHASE="$1" PHASE_START=$SECONDS; shift
+    log "=== $CURRENT_PHASE"
     "$@"
-    PHASES+=("$(printf '%-8s %4ds' "$name" $((SECONDS - start)))")
-    log "=== $name done in $((SECONDS - start)) s"
+    PHASES+=("$(printf '%-8s %4ds' "$CURRENT_PHASE" $((SECONDS - PHASE_START)))")
+    log "=== $CURRENT_PHASE done in $((SECONDS - PHASE_START)) s"
+    CURRENT_PHASE=""
 }
 
 cleanup() {
@@ -66,6 +69,7 @@ cleanup() {
     fi
     rm -rf "$RUN_DIR"
     echo
+    [ -n "$CURRENT_PHASE" ] && PHASES+=("$(printf '%-8s %4ds  FAILED' "$CURRENT_PHASE" $((SECONDS - PHASE_START)))")
     log "phase timings:"; for p in "${PHASES[@]}"; do echo "    $p"; done
     log "total $((SECONDS - T0)) s; exit $rc"
     exit "$rc"

@@ -319,9 +319,14 @@ def job_run(cluster, rayjob):
               f"ray job logs --address {address} --follow {submission_id}")
     started = time.monotonic()
     try:
-        proc = submitter.run(IMAGE, script, detach=False, timeout=JOB_TIMEOUT_S,
-                             env={"RAY_DASHBOARD_ADDRESS": address.removeprefix("http://"),
-                                  "RAY_JOB_SUBMISSION_ID": submission_id})
+        try:
+            proc = submitter.run(IMAGE, script, detach=False, timeout=JOB_TIMEOUT_S,
+                                 env={"RAY_DASHBOARD_ADDRESS": address.removeprefix("http://"),
+                                      "RAY_JOB_SUBMISSION_ID": submission_id})
+        except subprocess.TimeoutExpired as exc:
+            output = (exc.stdout or b"").decode(errors="replace") if isinstance(exc.stdout, bytes) else (exc.stdout or "")
+            pytest.fail(f"the job did not finish in E2E_JOB_TIMEOUT_S={JOB_TIMEOUT_S} s; submitter output:\n"
+                        f"{output[-6000:]}\nhead log:\n{cluster['head'].logs()[-3000:]}", pytrace=False)
         job = http_json(f"{address}/api/jobs/{submission_id}")
         yield {"proc": proc, "job": job, "entrypoint": entrypoint, "seconds": time.monotonic() - started,
                "submitter": submitter, "script": script}
