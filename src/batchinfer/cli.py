@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import traceback
 from typing import NoReturn, Sequence
 
 from batchinfer.config import DEVICES, GPU_DECODE_MODES, PRECISIONS, JobConfig, S3Options, UserError
@@ -89,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     storage = run.add_argument_group("storage (overrides the AWS_* environment)")
     storage.add_argument("--s3-endpoint", help="S3 endpoint URL, e.g. http://seaweedfs:8333")
     storage.add_argument("--s3-region", help="S3 region")
+    storage.add_argument("--storage-timeout", type=_positive_float, default=180.0, metavar="SECONDS",
+                         help="how long storage may stay unreachable mid-run (retried with backoff) "
+                         "before the job fails with nothing committed (default 180)")
 
     commands.add_parser("demo", help="run the job on the embedded default (local S3, sample photos)")
     return parser
@@ -102,7 +106,7 @@ def config_from_args(args: argparse.Namespace) -> JobConfig:
         num_cpus_per_worker=args.num_cpus_per_worker, top_k=args.top_k,
         label_from_path=args.label_from_path, limit=args.limit, rows_per_file=args.rows_per_file,
         overwrite=args.overwrite, resume=args.resume, precision=args.precision,
-        gpu_decode=args.gpu_decode, compile=args.compile,
+        gpu_decode=args.gpu_decode, compile=args.compile, storage_timeout_s=args.storage_timeout,
         s3=S3Options.from_env(os.environ, endpoint=args.s3_endpoint, region=args.s3_region),
     ).validate()
 
@@ -127,6 +131,17 @@ def print_summary(summary: dict) -> None:
         print(f"  {name:<{width}}  {value}")
 
 
+def failure_reason(exc: BaseException) -> str:
+    """One line for a failed job: the innermost cause (Ray wraps task errors in its own types)."""
+    while True:
+        inner = getattr(exc, "cause", None) or exc.__cause__
+        if not isinstance(inner, BaseException) or inner is exc:
+            break
+        exc = inner
+    text = str(exc).strip()
+    return text.splitlines()[-1] if text else type(exc).__name__
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -147,6 +162,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("batchinfer: interrupted; rerun with --resume to keep what was finished", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - not the user's mistake: traceback, then one clear line
+        traceback.print_exc()
+        print(f"batchinfer: job failed: {failure_reason(exc)}", file=sys.stderr)
+        return EXIT_FAILURE
 
 
 if __name__ == "__main__":

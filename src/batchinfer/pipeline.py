@@ -19,7 +19,7 @@ from batchinfer.predictor import CPU_BATCH_SIZE, InferenceSettings, Predictor
 from batchinfer.preprocess import Preprocessor
 from batchinfer.sink import Output, check_output, prepare_output
 from batchinfer.source import list_images
-from batchinfer.storage import check_bucket, resolve
+from batchinfer.storage import check_bucket, resolve, retry_storage
 
 DECODE_BATCH = 64         # images per decode task batch (one object-store block each)
 CPU_DECODE_SHARE = 0.5    # CPUs reserved per decode task when inference runs on CPU
@@ -108,7 +108,8 @@ def run_job(config: JobConfig) -> dict:
 
     connect_ray()
     resources = plan_resources(config)
-    done = prepare_output(output, config.overwrite, config.resume)
+    done = retry_storage(lambda: prepare_output(output, config.overwrite, config.resume),
+                         f"prepare {config.output_uri}", config.storage_timeout_s)
     inputs = [source.uri(path) for path in listing.paths]
     if done is None:
         print(f"{config.output_uri} is already complete; nothing to resume")
@@ -119,7 +120,8 @@ def run_job(config: JobConfig) -> dict:
     pipeline_clock = time.monotonic()
     if todo:
         staging = output.location.join("_staging", uuid.uuid4().hex[:12])
-        preprocessor = Preprocessor(source.filesystem, transform, source.uri(""), config.label_from_path)
+        preprocessor = Preprocessor(source.filesystem, transform, source.uri(""), config.label_from_path,
+                                    storage_timeout_s=config.storage_timeout_s)
         build_dataset(config, request, resources, preprocessor, todo).write_parquet(
             staging, filesystem=target.filesystem, min_rows_per_file=config.rows_per_file)
     pipeline_s = time.monotonic() - pipeline_clock
@@ -133,7 +135,9 @@ def run_job(config: JobConfig) -> dict:
         "startup_s": round(startup_s, 3), "pipeline_s": round(pipeline_s, 3),
         "images_per_s": round(len(todo) / pipeline_s, 2) if todo and pipeline_s > 0 else None,
     }
-    return output.commit(inputs, summary | {"finished_at": datetime.now(timezone.utc).isoformat()})
+    summary["finished_at"] = datetime.now(timezone.utc).isoformat()
+    return retry_storage(lambda: output.commit(inputs, summary), f"commit {config.output_uri}",
+                         config.storage_timeout_s)
 
 
 def use_gpu_decode(mode: str, device: str) -> bool:

@@ -17,7 +17,7 @@ import pyarrow.fs as pafs
 from PIL import Image, ImageOps
 from torchvision.transforms import InterpolationMode, v2
 
-from batchinfer.storage import read_many
+from batchinfer.storage import STORAGE_TIMEOUT_S, read_many
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -115,8 +115,10 @@ class Preprocessor:
     """
 
     def __init__(self, filesystem: pafs.FileSystem, transform: EvalTransform, uri_prefix: str,
-                 label_pattern: str | None = None, keep_jpegs: bool = False) -> None:
+                 label_pattern: str | None = None, keep_jpegs: bool = False,
+                 storage_timeout_s: float = STORAGE_TIMEOUT_S) -> None:
         self.filesystem = filesystem
+        self.storage_timeout_s = storage_timeout_s
         self.transform = transform
         self.uri_prefix = uri_prefix
         self.label_pattern = re.compile(label_pattern) if label_pattern else None
@@ -126,7 +128,8 @@ class Preprocessor:
     def passing_jpegs(self) -> "Preprocessor":
         """This stage with GPU decode on: JPEGs go on to the inference actor undecoded."""
         pattern = self.label_pattern.pattern if self.label_pattern else None
-        return Preprocessor(self.filesystem, self.transform, self.uri_prefix, pattern, keep_jpegs=True)
+        return Preprocessor(self.filesystem, self.transform, self.uri_prefix, pattern, keep_jpegs=True,
+                            storage_timeout_s=self.storage_timeout_s)
 
     def preprocess(self, data: bytes) -> np.ndarray:
         image = decode_image(data, self.transform.resize_size)
@@ -145,7 +148,7 @@ class Preprocessor:
         errors: list[str | None] = [None] * len(paths)
         jpegs: list[bytes | None] = [None] * len(paths)
         orientations = np.ones(len(paths), dtype=np.int8)
-        for index, payload in enumerate(read_many(self.filesystem, list(paths))):
+        for index, payload in enumerate(read_many(self.filesystem, list(paths), self.storage_timeout_s)):
             try:
                 if isinstance(payload, Exception):
                     raise OSError(f"read failed: {payload}")

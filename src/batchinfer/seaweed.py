@@ -102,7 +102,8 @@ class SeaweedServer:
         config_path = self.workdir / "s3.json"
         config_path.write_text(json.dumps(identities))
         config_path.chmod(0o600)
-        self.ports = dict(zip(_PORT_FLAGS, _free_ports(len(_PORT_FLAGS))))
+        # A restart (start after stop) keeps the ports, so clients keep their endpoint.
+        self.ports = self.ports or dict(zip(_PORT_FLAGS, _free_ports(len(_PORT_FLAGS))))
         command = [
             weed_binary(), f"-logdir={log_dir}", "server", f"-dir={data_dir}", "-s3",
             f"-s3.config={config_path}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",

@@ -90,11 +90,20 @@ class Output:
         except FileNotFoundError:  # never created, or an object store that drops empty prefixes
             pass
 
+    def read_staged(self, path: str, columns: list[str] | None = None) -> pa.Table | None:
+        """A staged file, or None when it is unreadable (cut short when a local writer was killed)."""
+        try:
+            return pq.read_table(path, columns=columns, filesystem=self.fs)
+        except pa.ArrowInvalid:
+            return None
+
     def completed_paths(self) -> set[str]:
         """Input URIs that already have a staged result (from an earlier, interrupted run)."""
         done: set[str] = set()
         for path in self.staged_files():
-            done.update(pq.read_table(path, columns=["path"], filesystem=self.fs)["path"].to_pylist())
+            table = self.read_staged(path, columns=["path"])
+            if table is not None:
+                done.update(table["path"].to_pylist())
         return done
 
     def commit(self, expected: list[str], summary: dict) -> dict:
@@ -104,7 +113,9 @@ class Output:
         files: list[CommittedFile] = []
         totals = {"rows": 0, "ok": 0, "errors": 0, "judged": 0, "correct": 0}
         for staged in self.staged_files():
-            table = pq.read_table(staged, filesystem=self.fs)
+            table = self.read_staged(staged)
+            if table is None:
+                continue
             keep = [path in wanted and path not in seen and not seen.add(path)
                     for path in table["path"].to_pylist()]
             table = table.filter(pa.array(keep, pa.bool_()))

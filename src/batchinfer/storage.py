@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 from urllib.parse import urlparse
 
 import pyarrow.fs as pafs
@@ -12,6 +16,20 @@ import pyarrow.fs as pafs
 from batchinfer.config import S3Options, UserError
 
 READ_THREADS = 16
+STORAGE_TIMEOUT_S = 180.0  # how long the store may stay unreachable mid-run before the job fails
+# Errors that mean "the store is unreachable or overloaded", not "this object is bad": the AWS SDK's
+# names for them, as in Ray Data's DataContext.retried_io_errors, plus 5xx answers and curl failures.
+TRANSIENT_STORAGE_ERRORS = (
+    "AWS Error NETWORK_CONNECTION", "AWS Error SERVICE_UNAVAILABLE", "AWS Error SLOW_DOWN",
+    "AWS Error INTERNAL_FAILURE", "AWS Error REQUEST_TIMEOUT", "HTTP status 5", "curlCode",
+)
+_MAX_BACKOFF_S = 30.0
+_log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class StorageUnavailable(RuntimeError):
+    """The object store stayed unreachable longer than the job's limit (--storage-timeout)."""
 
 
 @dataclass(frozen=True)
@@ -37,7 +55,8 @@ def s3_filesystem(options: S3Options) -> pafs.S3FileSystem:
         "region": options.region or "us-east-1",
         "connect_timeout": 10,
         "request_timeout": 60,
-        "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=10),
+        # A few quick retries for blips; longer outages are retried by retry_storage up to a time limit.
+        "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=3),
     }
     if options.endpoint:
         parsed = urlparse(options.endpoint if "://" in options.endpoint else f"https://{options.endpoint}")
@@ -100,17 +119,58 @@ def check_bucket(location: Location, options: S3Options) -> None:
                         "or fix the URI")
 
 
+def is_transient(exc: BaseException) -> bool:
+    """True when `exc` says the store is unreachable or overloaded (worth waiting for)."""
+    if not isinstance(exc, OSError) or isinstance(exc, (FileNotFoundError, PermissionError)):
+        return False
+    text = str(exc)
+    return any(marker in text for marker in TRANSIENT_STORAGE_ERRORS)
+
+
+def retry_storage(action: Callable[[], T], description: str, limit_s: float = STORAGE_TIMEOUT_S) -> T:
+    """Run a storage call; while the store is unreachable, retry it with exponential backoff.
+
+    Raises StorageUnavailable once the store has been unreachable for `limit_s` seconds; any other
+    error (a missing object, a denied request) is raised at once.
+    """
+    deadline = time.monotonic() + limit_s
+    delay = 0.5
+    while True:
+        try:
+            return action()
+        except OSError as exc:
+            if not is_transient(exc):
+                raise
+            if time.monotonic() + delay > deadline:
+                reason = str(exc).splitlines()[0][:300]
+                raise StorageUnavailable(
+                    f"object storage unreachable for more than {limit_s:g} s while trying to {description} "
+                    f"({reason}); nothing was committed: fix the store or endpoint, then rerun with "
+                    "--resume") from None
+            _log.warning("storage unreachable while trying to %s; retrying in %.1f s", description, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, _MAX_BACKOFF_S)
+
+
 def read_bytes(filesystem: pafs.FileSystem, path: str) -> bytes:
     with filesystem.open_input_stream(path) as stream:
         return stream.read()
 
 
-def read_many(filesystem: pafs.FileSystem, paths: list[str]) -> list[bytes | Exception]:
-    """Read objects concurrently (object stores are latency-bound); a failure is returned, not raised."""
+def read_many(filesystem: pafs.FileSystem, paths: list[str],
+              storage_timeout_s: float = STORAGE_TIMEOUT_S) -> list[bytes | Exception]:
+    """Read objects concurrently (object stores are latency-bound).
+
+    A failure of one object (missing, denied) is returned in its place and becomes that image's error
+    row; an outage is retried for up to `storage_timeout_s` and then raised as StorageUnavailable, which
+    fails the job rather than turning good images into error rows.
+    """
 
     def read_one(path: str) -> bytes | Exception:
         try:
-            return read_bytes(filesystem, path)
+            return retry_storage(lambda: read_bytes(filesystem, path), f"read {path}", storage_timeout_s)
+        except StorageUnavailable:
+            raise
         except Exception as exc:  # noqa: BLE001 - becomes this image's error row
             return exc
 
