@@ -1,0 +1,46 @@
+"""Fixtures for the GPU fast path: the real EfficientNet-Lite0 weights and real photos, on local disk."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+import skimage
+import torch
+from PIL import Image
+
+from batchinfer.demo import efficientnet_lite0_checkpoint
+from batchinfer.models import ModelRequest
+
+PHOTOS = Path(skimage.__file__).parent / "data"
+JPEG_PHOTOS = ["rocket.jpg", "hubble_deep_field.jpg", "retina.jpg"]
+PNG_PHOTOS = ["coffee.png", "chelsea.png", "astronaut.png", "motorcycle_left.png", "camera.png"]
+
+needs_cuda = pytest.mark.skipif(
+    not torch.cuda.is_available(),
+    reason="needs a CUDA GPU (nvjpeg decode, CUDA streams, GPU memory); this machine has none — the same "
+           "code runs with device=cpu in the other tests here")
+
+
+def jpeg(image: Image.Image, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", **options)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="session")
+def photo_jpegs() -> dict[str, bytes]:
+    """Real photos as JPEG files: scikit-image's own JPEGs, and its PNG photos encoded at quality 95."""
+    photos = {name: (PHOTOS / name).read_bytes() for name in JPEG_PHOTOS}
+    photos |= {name.replace(".png", ".jpg"): jpeg(Image.open(PHOTOS / name).convert("RGB"), quality=95)
+               for name in PNG_PHOTOS}
+    return photos
+
+
+@pytest.fixture(scope="session")
+def lite0(tmp_path_factory) -> ModelRequest:
+    """Pretrained EfficientNet-Lite0 (real ImageNet weights) from a local checkpoint file."""
+    path = tmp_path_factory.mktemp("lite0") / "efficientnet_lite0.pth"
+    path.write_bytes(efficientnet_lite0_checkpoint())
+    return ModelRequest("timm:efficientnet_lite0", str(path))
