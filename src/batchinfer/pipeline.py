@@ -15,16 +15,15 @@ import ray
 
 from batchinfer.config import JobConfig, UserError
 from batchinfer.models import ModelRequest, load_model
-from batchinfer.predictor import CPU_BATCH_SIZE, InferenceSettings, Predictor
+from batchinfer.predictor import CPU_BATCH_SIZE, CUDA_ACTOR_BATCH, InferenceSettings, Predictor
 from batchinfer.preprocess import Preprocessor
 from batchinfer.sink import Output, check_output, prepare_output
 from batchinfer.source import list_images
 from batchinfer.storage import check_bucket, resolve, retry_storage
 
 DECODE_BATCH = 64         # images per decode task batch (one object-store block each)
-CPU_DECODE_SHARE = 0.5    # CPUs reserved per decode task when inference runs on CPU
+CPU_DECODE_SHARE = 0.5    # CPUs left beside a CPU inference actor, shared by one decode and one write task
 GPU_WAIT_S = 600          # how long --device cuda waits for autoscaled GPU workers
-CUDA_ACTOR_BATCH = 2048   # images per inference call on CUDA (several forward batches)
 ACTOR_CALLS_IN_FLIGHT = 2  # per actor: Ray Data batches the next input while the UDF runs
 
 
@@ -38,6 +37,7 @@ class Resources:
     gpus_per_actor: float
     decode_cpus: float
     threads: int | None
+    write_cpus: float = 1.0
 
 
 def connect_ray() -> None:
@@ -85,8 +85,8 @@ def plan_resources(config: JobConfig) -> Resources:
     if node_cpus < 1:
         raise UserError("the Ray cluster has no CPUs to run inference on: give worker nodes CPUs")
     cpus = config.num_cpus_per_worker or max(1.0, node_cpus - CPU_DECODE_SHARE)
-    return Resources("cpu", config.num_workers or 1, cpus, 0.0, decode_cpus=CPU_DECODE_SHARE,
-                     threads=max(1, math.ceil(cpus)))
+    return Resources("cpu", config.num_workers or 1, cpus, 0.0, decode_cpus=CPU_DECODE_SHARE / 2,
+                     threads=max(1, math.ceil(cpus)), write_cpus=CPU_DECODE_SHARE / 2)
 
 
 def run_job(config: JobConfig) -> dict:
@@ -123,7 +123,8 @@ def run_job(config: JobConfig) -> dict:
         preprocessor = Preprocessor(source.filesystem, transform, source.uri(""), config.label_from_path,
                                     storage_timeout_s=config.storage_timeout_s)
         build_dataset(config, request, resources, preprocessor, todo).write_parquet(
-            staging, filesystem=target.filesystem, min_rows_per_file=config.rows_per_file)
+            staging, filesystem=target.filesystem, min_rows_per_file=config.rows_per_file,
+            ray_remote_args={"num_cpus": resources.write_cpus})
     pipeline_s = time.monotonic() - pipeline_clock
 
     summary = {

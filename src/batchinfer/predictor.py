@@ -30,6 +30,7 @@ class InferenceSettings:
 
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 CPU_BATCH_SIZE = 32
+CUDA_ACTOR_BATCH = 2048  # images per inference call on CUDA: several forward batches, staged
 # Images per forward pass on CUDA, by the GPU's total memory: (at least this many GiB, batch size).
 CUDA_BATCH_SIZES = ((70, 512), (30, 256), (14, 128), (0, 64))
 
