@@ -1,0 +1,110 @@
+"""Real parts owned by the reliability tests, so killing and stopping them never touches the shared
+session cluster: a SeaweedFS server with a known, distinctive secret, and a two-node Ray cluster whose
+inference actor fits only on the worker node (head 1 CPU, worker 2 CPUs)."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from batchinfer.seaweed import SeaweedServer
+from tests.support import BIN, RAY_ENV, LocalRayCluster
+
+SECRET = "bi-Known-Secret-3f9a1c7e5d2b8046"  # searched for in every log line and output object
+NODE_PARAMS = {"head": ["--num-cpus=1", "--object-store-memory=400000000"],
+               "worker": ["--num-cpus=2", "--object-store-memory=400000000"]}
+
+
+@pytest.fixture(scope="session")
+def store(tmp_path_factory) -> SeaweedServer:
+    server = SeaweedServer(workdir=tmp_path_factory.mktemp("reliability-s3"), secret_key=SECRET).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def cluster(store) -> LocalRayCluster:
+    """Nodes carry the S3 settings in their environment, like KubeRay pods fed from a Secret."""
+    workdir = Path(f"/tmp/bi-rel-{os.getpid()}")  # Ray's socket paths must stay under 108 bytes
+    ray_cluster = LocalRayCluster(workdir, head_params=NODE_PARAMS["head"], worker_params=[NODE_PARAMS["worker"]],
+                                  env={**store.env(), "PATH": f"{BIN}:{os.environ.get('PATH', '')}"}).start()
+    yield ray_cluster
+    ray_cluster.stop()
+
+
+def job_env(server: SeaweedServer, ray_cluster: LocalRayCluster) -> dict[str, str]:
+    """Environment of a `batchinfer` driver on `ray_cluster` reading from `server`."""
+    return {**os.environ, **server.env(), **RAY_ENV, "RAY_ADDRESS": ray_cluster.address}
+
+
+def upload(server: SeaweedServer, bucket: str, objects: dict[str, bytes]) -> None:
+    client = server.client()
+    if bucket not in {b["Name"] for b in client.list_buckets()["Buckets"]}:
+        client.create_bucket(Bucket=bucket)
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda item: client.put_object(Bucket=bucket, Key=item[0], Body=item[1]), objects.items()))
+
+
+def keys(server: SeaweedServer, bucket: str, prefix: str) -> list[str]:
+    paginator = server.client().get_paginator("list_objects_v2")
+    return [obj["Key"] for page in paginator.paginate(Bucket=bucket, Prefix=prefix)
+            for obj in page.get("Contents", [])]
+
+
+def read_output(server: SeaweedServer, bucket: str, prefix: str):
+    """The committed output: (table of all part files, summary dict, object keys at the prefix)."""
+    client = server.client()
+    names = keys(server, bucket, prefix)
+    parts = sorted(key for key in names if key.startswith(prefix + "part-"))
+    tables = [pq.read_table(io.BytesIO(client.get_object(Bucket=bucket, Key=key)["Body"].read()))
+              for key in parts]
+    summary = json.loads(client.get_object(Bucket=bucket, Key=prefix + "_SUMMARY.json")["Body"].read())
+    return pa.concat_tables(tables), summary, names
+
+
+class Driver:
+    """A `batchinfer run` driver process in the background, with its output in files."""
+
+    def __init__(self, args: list[str], env: dict[str, str], logdir: Path) -> None:
+        logdir.mkdir(parents=True, exist_ok=True)
+        self.stdout_path, self.stderr_path = logdir / "stdout.txt", logdir / "stderr.txt"
+        self.process = subprocess.Popen([str(BIN / "batchinfer"), "run", *args], env=env,
+                                        stdout=self.stdout_path.open("wb"), stderr=self.stderr_path.open("wb"))
+
+    def wait(self, timeout_s: float = 600) -> int:
+        return self.process.wait(timeout=timeout_s)
+
+    @property
+    def stdout(self) -> str:
+        return self.stdout_path.read_text(errors="replace")
+
+    @property
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+    def wait_for_staged_files(self, server: SeaweedServer, bucket: str, prefix: str, count: int,
+                              timeout_s: float = 300) -> None:
+        """Block until the run has staged `count` Parquet files (i.e. it is mid-run)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            staged = [key for key in keys(server, bucket, prefix + "_staging/") if key.endswith(".parquet")]
+            if len(staged) >= count:
+                return
+            if self.process.poll() is not None:
+                raise AssertionError(f"the job ended before staging {count} files:\n{self.stderr[-3000:]}")
+            time.sleep(0.2)
+        raise AssertionError(f"no {count} staged files within {timeout_s} s:\n{self.stderr[-3000:]}")
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
