@@ -420,6 +420,8 @@ def test_job_succeeds_and_results_land_in_the_bucket(job_run, s3, dataset):
 def test_secret_never_in_arguments_or_logs(cluster, job_run, s3):
     secret = s3.secret_key
     for pod in (cluster["head"], cluster["worker"]):
+        # After the job too (its driver and Ray workers ran here): no process as root.
+        assert {uid for uid, _ in pod.processes()} == {1000}, pod.processes()
         config = json.loads(docker("inspect", pod.name).stdout)[0]
         assert secret not in " ".join(config["Args"] + [config["Path"]])
         assert secret not in pod.logs()
