@@ -1,0 +1,143 @@
+"""What the harness samples while a stage runs: memory of this process tree, output files as they land."""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import time
+from pathlib import Path
+
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+import ray
+
+
+def _children() -> dict[int, list[int]]:
+    """parent pid -> child pids, from /proc."""
+    tree: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            tree.setdefault(int(fields[1]), []).append(int(entry.name))
+    return tree
+
+
+def _name(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _memory_kib(pid: int) -> tuple[int, int]:
+    """(RSS, PSS) of one process in KiB; PSS shares object-store pages fairly between processes."""
+    values = {}
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            name, _, rest = line.partition(":")
+            if name in ("Rss", "Pss"):
+                values[name] = int(rest.split()[0])
+    except OSError:
+        return 0, 0
+    return values.get("Rss", 0), values.get("Pss", 0)
+
+
+class MemorySampler:
+    """Samples, every `interval_s`, the summed RSS and PSS of this process and all its descendants (the
+    driver, Ray's GCS/raylet/workers/object store), leaving out processes named in `exclude` and their
+    subtrees (the SeaweedFS server). `peak()` gives the highest sums seen in MiB."""
+
+    def __init__(self, exclude: frozenset[str] = frozenset({"weed"}), interval_s: float = 0.5) -> None:
+        self.exclude = exclude
+        self.interval_s = interval_s
+        self.peak_rss_kib = self.peak_pss_kib = 0
+        self.peak_processes = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def sample(self) -> None:
+        tree, pending, rss, pss, count = _children(), [os.getpid()], 0, 0, 0
+        while pending:
+            pid = pending.pop()
+            if _name(pid) in self.exclude:
+                continue
+            process_rss, process_pss = _memory_kib(pid)
+            rss, pss, count = rss + process_rss, pss + process_pss, count + 1
+            pending.extend(tree.get(pid, []))
+        self.peak_rss_kib, self.peak_pss_kib = max(self.peak_rss_kib, rss), max(self.peak_pss_kib, pss)
+        self.peak_processes = max(self.peak_processes, count)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.sample()
+
+    def __enter__(self) -> "MemorySampler":
+        self.sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sample()
+
+    def peak(self) -> dict:
+        return {"peak_rss_mib": round(self.peak_rss_kib / 1024, 1),
+                "peak_pss_mib": round(self.peak_pss_kib / 1024, 1), "processes": self.peak_processes}
+
+
+class OutputWatcher:
+    """Lists `folder` (recursively) every `interval_s` and notes when each Parquet file first appears
+    and how many rows it holds: the times of the job's output batches."""
+
+    def __init__(self, filesystem: pafs.FileSystem, folder: str, interval_s: float = 0.2) -> None:
+        self.filesystem = filesystem
+        self.folder = folder
+        self.interval_s = interval_s
+        self.seen: dict[str, tuple[float, int]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def poll(self) -> None:
+        now = time.monotonic()
+        try:
+            infos = self.filesystem.get_file_info(pafs.FileSelector(self.folder, recursive=True,
+                                                                    allow_not_found=True))
+        except OSError:
+            return
+        for info in infos:
+            if info.is_file and info.path.endswith(".parquet") and info.path not in self.seen:
+                try:
+                    rows = pq.ParquetFile(self.filesystem.open_input_file(info.path)).metadata.num_rows
+                except OSError:  # moved away by the commit in the meantime: seen next time, or never
+                    continue
+                self.seen[info.path] = (now, rows)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.poll()
+
+    def __enter__(self) -> "OutputWatcher":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def batches(self) -> list[tuple[float, int]]:
+        """(monotonic time first seen, rows) per output file, in order of appearance."""
+        return sorted(self.seen.values())
+
+
+def spilled_mib() -> float:
+    """MiB the Ray object store spilled to disk so far (from Ray's memory summary)."""
+    from ray._private.internal_api import memory_summary
+
+    summary = memory_summary(address=ray.get_runtime_context().gcs_address, stats_only=True)
+    match = re.search(r"Spilled (\d+(?:\.\d+)?) MiB", summary)
+    return float(match.group(1)) if match else 0.0
