@@ -113,14 +113,14 @@ class Predictor:
         is_jpeg = np.array([isinstance(jpeg, bytes) for jpeg in jpegs], dtype=bool)
         if is_jpeg.any():
             decoded, jpeg_errors = self.decoder(list(jpegs[is_jpeg]), batch["orientation"][rows][is_jpeg])
-            crops[torch.from_numpy(is_jpeg).to(self.device)] = decoded
+            crops[torch.from_numpy(np.flatnonzero(is_jpeg))] = decoded  # index, not a mask: no nonzero() sync
             for position, error in zip(np.flatnonzero(is_jpeg), jpeg_errors):
                 errors[position] = error
         if not is_jpeg.all():
             shape = (self.crop_size, self.crop_size, 3)
             pixels = np.stack([np.frombuffer(data, dtype=np.uint8).reshape(shape)
                                for data in batch["pixels"][rows][~is_jpeg]])
-            crops[torch.from_numpy(~is_jpeg).to(self.device)] = self.to_device(pixels)
+            crops[torch.from_numpy(np.flatnonzero(~is_jpeg))] = self.to_device(pixels)
         return crops, errors
 
     def _stage(self, batch: dict[str, np.ndarray], rows: np.ndarray
