@@ -83,7 +83,8 @@ def test_defaults(render):
     assert _container(cluster["headGroupSpec"]["template"])["image"] == "ghcr.io/batchinfer/batchinfer:0.1.0"
     assert shlex.split(spec["entrypoint"]) == [
         "batchinfer", "run", "--input", "s3://batchinfer/images/", "--output", "s3://batchinfer/predictions/",
-        "--model", "resnet50", "--weights", "default", "--batch-size", "64", "--device", "auto", "--top-k", "5"]
+        "--model", "resnet50", "--weights", "default", "--batch-size", "64", "--device", "auto", "--top-k", "5",
+        "--resume"]
 
 
 def test_cpu_fallback_removes_every_gpu_request(render):
@@ -258,3 +259,14 @@ def test_no_secret_values_rendered(helm_bin, tmp_path):
                     for e in c.get("env", []):
                         if any(w in e["name"] for w in ("SECRET", "TOKEN", "PASSWORD", "ACCESS_KEY")):
                             assert "value" not in e and "secretKeyRef" in e["valueFrom"], (f.name, name, e)
+
+
+def test_retried_attempts_resume(render):
+    """A RayJob retry reruns the same entrypoint: by default it passes --resume, so the retry finishes
+    the earlier attempt's work (tests/reliability/test_faults.py kills a driver and resumes); with
+    overwrite the retry starts over instead (--resume and --overwrite contradict each other)."""
+    default = shlex.split(rayjob_of(render())["spec"]["entrypoint"])
+    assert "--resume" in default and "--overwrite" not in default
+    assert rayjob_of(render())["spec"]["backoffLimit"] >= 1
+    overwrite = shlex.split(rayjob_of(render(None, "job.overwrite=true"))["spec"]["entrypoint"])
+    assert "--overwrite" in overwrite and "--resume" not in overwrite

@@ -106,7 +106,7 @@ The job's argv as a list (before quoting).
 {{- $args = concat $args (list "--top-k" (toString (int64 $j.topK))) }}
 {{- with $j.labelFromPath }}{{ $args = concat $args (list "--label-from-path" .) }}{{ end }}
 {{- if gt (int64 $j.limit) 0 }}{{ $args = concat $args (list "--limit" (toString (int64 $j.limit))) }}{{ end }}
-{{- if $j.resume }}{{ $args = append $args "--resume" }}{{ end }}
+{{- if and $j.resume (not $j.overwrite) }}{{ $args = append $args "--resume" }}{{ end }}
 {{- if $j.overwrite }}{{ $args = append $args "--overwrite" }}{{ end }}
 {{- range $j.extraArgs }}{{ $args = append $args (toString .) }}{{ end }}
 {{- toJson $args }}
