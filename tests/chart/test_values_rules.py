@@ -83,8 +83,7 @@ def test_defaults(render):
     assert _container(cluster["headGroupSpec"]["template"])["image"] == "ghcr.io/batchinfer/batchinfer:0.1.0"
     assert shlex.split(spec["entrypoint"]) == [
         "batchinfer", "run", "--input", "s3://batchinfer/images/", "--output", "s3://batchinfer/predictions/",
-        "--model", "resnet50", "--weights", "default", "--batch-size", "64", "--device", "auto", "--top-k", "5",
-        "--resume"]
+        "--model", "resnet50", "--weights", "default", "--device", "auto", "--top-k", "5", "--resume"]
 
 
 def test_cpu_fallback_removes_every_gpu_request(render):

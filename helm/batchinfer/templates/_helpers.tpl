@@ -98,7 +98,7 @@ The job's argv as a list (before quoting).
 {{- $j := .Values.job }}
 {{- $args := list "batchinfer" "run" "--input" $j.input "--output" $j.output "--model" $j.model "--weights" $j.weights }}
 {{- with $j.categories }}{{ $args = concat $args (list "--categories" .) }}{{ end }}
-{{- $args = concat $args (list "--batch-size" (toString (int64 $j.batchSize))) }}
+{{- if gt (int64 $j.batchSize) 0 }}{{ $args = concat $args (list "--batch-size" (toString (int64 $j.batchSize))) }}{{ end }}
 {{- $device := ternary "cpu" $j.device .Values.cpuFallback.enabled }}
 {{- $args = concat $args (list "--device" $device) }}
 {{- if gt (int64 $j.numWorkers) 0 }}{{ $args = concat $args (list "--num-workers" (toString (int64 $j.numWorkers))) }}{{ end }}
