@@ -109,6 +109,8 @@ def wait_until(what: str, predicate, timeout: float, interval: float = 1.0, on_t
             result = predicate()
             if result:
                 return result
+        except AssertionError:  # a container exited: no point in waiting
+            raise
         except Exception as exc:  # not there yet
             last_error = exc
         time.sleep(interval)
@@ -172,7 +174,7 @@ class Pod:
         return args
 
     def run(self, image: str, shell_command: str, env: dict[str, str], detach: bool = True,
-            timeout: float = 120) -> subprocess.CompletedProcess:
+            timeout: float = 120, restarts: int = 0) -> subprocess.CompletedProcess:
         # KubeRay's container command is `/bin/bash -lc -- <generated command>`.
         # KubeRay's command raises the soft limit to 65536; this host may cap the hard limit lower.
         nofile = min(65536, resource.getrlimit(resource.RLIMIT_NOFILE)[1])
@@ -183,7 +185,16 @@ class Pod:
                 *self.resource_args(), *self.security_args(), *self.env_args(env),
                 "--entrypoint", "/bin/bash"]
         args += ["--detach"] if detach else []
+        # Ray pods restart like this under a kubelet: e.g. when `ray start` gives up on a slow raylet.
+        args += ["--restart", f"on-failure:{restarts}"] if restarts else []
         return docker(*args, image, "-lc", "--", shell_command, timeout=timeout, check=detach)
+
+    def assert_running(self) -> None:
+        """Fail at once if the container is gone for good (restarts, like a kubelet's, are fine)."""
+        state = docker("inspect", "--format", "{{.State.Status}}", self.name, check=False, timeout=60)
+        if state.stdout.strip() not in ("running", "restarting", "created"):
+            raise AssertionError(f"the {self.role} container is {state.stdout.strip() or 'gone'}:\n"
+                                 f"{self.logs()[-5000:]}")
 
     def logs(self) -> str:
         proc = docker("logs", self.name, check=False, timeout=60)
@@ -282,19 +293,28 @@ def cluster(rayjob, secret_data, dataset):
     try:
         head.run(IMAGE, f"{ULIMIT}; ray start --head " + " ".join(ray_flags(head_params)),
                  env={"RAY_ADDRESS": f"127.0.0.1:{gcs}", "RAY_CLUSTER_NAME": "batchinfer-e2e",
-                      "RAY_NODE_TYPE_NAME": "headgroup", "RAY_USAGE_STATS_ENABLED": "0"})
-        wait_until("the head's dashboard", lambda: http_json(f"{info['dashboard']}/api/version"),
-                   timeout=120, on_timeout=head.logs)
-        worker.run(IMAGE, f"{ULIMIT}; ray start " + " ".join(ray_flags(worker_params)),
-                   env={"RAY_NODE_TYPE_NAME": worker_group["groupName"], "RAY_USAGE_STATS_ENABLED": "0"})
-
-        def two_nodes_alive():
+                      "RAY_NODE_TYPE_NAME": "headgroup", "RAY_USAGE_STATS_ENABLED": "0"}, restarts=3)
+        def alive_nodes() -> int:
+            head.assert_running()
             out = docker("exec", head.name, "ray", "list", "nodes", "--address", info["dashboard"],
                          "--format", "json", check=False, timeout=60).stdout
             nodes = json.loads(out[out.index("["):]) if "[" in out else []
-            return len([n for n in nodes if n.get("state") == "ALIVE"]) == 2
+            return len([n for n in nodes if n.get("state") == "ALIVE"])
 
-        wait_until("the worker to join", two_nodes_alive, timeout=180, interval=3,
+        def head_up():
+            head.assert_running()
+            return http_json(f"{info['dashboard']}/api/version") and alive_nodes() == 1
+
+        wait_until("the head node", head_up, timeout=240, interval=2, on_timeout=lambda: head.logs()[-4000:])
+        worker.run(IMAGE, f"{ULIMIT}; ray start " + " ".join(ray_flags(worker_params)),
+                   env={"RAY_NODE_TYPE_NAME": worker_group["groupName"], "RAY_USAGE_STATS_ENABLED": "0"},
+                   restarts=3)
+
+        def two_nodes_alive():
+            worker.assert_running()
+            return alive_nodes() == 2
+
+        wait_until("the worker to join", two_nodes_alive, timeout=240, interval=3,
                    on_timeout=lambda: worker.logs()[-4000:])
         yield info
     finally:
