@@ -46,16 +46,31 @@ def _memory_kib(pid: int) -> tuple[int, int]:
     return values.get("Rss", 0), values.get("Pss", 0)
 
 
-class MemorySampler:
-    """Samples, every `interval_s`, the summed RSS and PSS of this process and all its descendants (the
-    driver, Ray's GCS/raylet/workers/object store), leaving out processes named in `exclude` and their
-    subtrees (the SeaweedFS server). `peak()` gives the highest sums seen in MiB."""
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds one process has used so far."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICKS
 
-    def __init__(self, exclude: frozenset[str] = frozenset({"weed"}), interval_s: float = 0.5) -> None:
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+class ProcessSampler:
+    """Samples, every `interval_s`, this process and all its descendants (the driver, Ray's
+    GCS/raylet/workers/object store), leaving out processes named in `exclude` and their subtrees
+    (the SeaweedFS server): the peak of their summed RSS and PSS, and the CPU seconds they used
+    while the sampler ran (a process that ends between two samples loses at most one interval)."""
+
+    def __init__(self, exclude: frozenset[str] = frozenset({"weed"}), interval_s: float = 1.0) -> None:
         self.exclude = exclude
         self.interval_s = interval_s
         self.peak_rss_kib = self.peak_pss_kib = 0
         self.peak_processes = 0
+        self._cpu_start: dict[int, float] = {}
+        self._cpu_last: dict[int, float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -67,6 +82,9 @@ class MemorySampler:
                 continue
             process_rss, process_pss = _memory_kib(pid)
             rss, pss, count = rss + process_rss, pss + process_pss, count + 1
+            cpu = _cpu_s(pid)
+            self._cpu_start.setdefault(pid, 0.0 if self._thread.is_alive() else cpu)  # new since start: all of it
+            self._cpu_last[pid] = max(cpu, self._cpu_last.get(pid, 0.0))
             pending.extend(tree.get(pid, []))
         self.peak_rss_kib, self.peak_pss_kib = max(self.peak_rss_kib, rss), max(self.peak_pss_kib, pss)
         self.peak_processes = max(self.peak_processes, count)
@@ -75,7 +93,7 @@ class MemorySampler:
         while not self._stop.wait(self.interval_s):
             self.sample()
 
-    def __enter__(self) -> "MemorySampler":
+    def __enter__(self) -> "ProcessSampler":
         self.sample()
         self._thread.start()
         return self
@@ -85,16 +103,20 @@ class MemorySampler:
         self._thread.join()
         self.sample()
 
+    def cpu_s(self) -> float:
+        return sum(self._cpu_last[pid] - self._cpu_start[pid] for pid in self._cpu_last)
+
     def peak(self) -> dict:
         return {"peak_rss_mib": round(self.peak_rss_kib / 1024, 1),
-                "peak_pss_mib": round(self.peak_pss_kib / 1024, 1), "processes": self.peak_processes}
+                "peak_pss_mib": round(self.peak_pss_kib / 1024, 1), "processes": self.peak_processes,
+                "cpu_s": round(self.cpu_s(), 2)}
 
 
 class OutputWatcher:
     """Lists `folder` (recursively) every `interval_s` and notes when each Parquet file first appears
     and how many rows it holds: the times of the job's output batches."""
 
-    def __init__(self, filesystem: pafs.FileSystem, folder: str, interval_s: float = 0.2) -> None:
+    def __init__(self, filesystem: pafs.FileSystem, folder: str, interval_s: float = 0.25) -> None:
         self.filesystem = filesystem
         self.folder = folder
         self.interval_s = interval_s

@@ -36,7 +36,7 @@ from batchinfer.seaweed import SeaweedServer
 from batchinfer.storage import resolve
 
 from bench.baseline import run_baseline
-from bench.measure import MemorySampler, OutputWatcher, spilled_mib
+from bench.measure import ProcessSampler, OutputWatcher, spilled_mib
 from bench.photos import BUCKET, ensure_photos, read_photos
 
 STAGES = ("decode", "ceiling", "e2e", "baseline")
@@ -91,20 +91,21 @@ def fresh_ray(ray_tmp: Path) -> None:
 
 
 def inference_settings(config: JobConfig) -> InferenceSettings:
-    """What the job gives its inference actors: plan_resources on a fresh local Ray, as run_job does."""
+    """What the job gives its inference actors (as build_dataset builds them), from plan_resources on a
+    fresh local Ray, as run_job does."""
     connect_ray()
     try:
         resources = plan_resources(config)
     finally:
         ray.shutdown()
     return InferenceSettings(device=resources.device, precision=config.precision, top_k=config.top_k,
-                             threads=resources.threads, compile=config.compile)
+                             threads=resources.threads, compile=config.compile, batch_size=config.batch_size)
 
 
 def measure_decode(preprocessor: Preprocessor, payloads: list[bytes]) -> tuple[dict, np.ndarray]:
     """Decode + resize + crop on one thread; rate per core from this thread's CPU time."""
     torch.set_num_threads(1)
-    with MemorySampler() as memory:
+    with ProcessSampler() as memory:
         wall, cpu = time.perf_counter(), time.thread_time()
         crops = np.stack([preprocessor.preprocess(data) for data in payloads])
         cpu, wall = time.thread_time() - cpu, time.perf_counter() - wall
@@ -116,7 +117,7 @@ def measure_decode(preprocessor: Preprocessor, payloads: list[bytes]) -> tuple[d
 def measure_ceiling(request: ModelRequest, settings: InferenceSettings, crops: np.ndarray, batch_size: int,
                     images: int) -> dict:
     """The job's own Predictor.forward on ready uint8 batches (normalize, forward, softmax, top-k)."""
-    with MemorySampler() as memory:
+    with ProcessSampler() as memory:
         predictor = Predictor(request, settings)
         batches = max(1, math.ceil(images / batch_size))
         ready = [np.ascontiguousarray(np.resize(crops, (batch_size, *crops.shape[1:])))
@@ -138,7 +139,7 @@ def timed_run(run, count: int, watch_uri: str, s3: S3Options) -> dict:
     output; whole-run and steady-state rates. Steady state: images after the first output batch, over
     the time from that batch landing to the end of the pipeline."""
     watched = resolve(watch_uri, s3)
-    with MemorySampler() as memory, OutputWatcher(watched.filesystem, watched.path) as watcher:
+    with ProcessSampler() as memory, OutputWatcher(watched.filesystem, watched.path) as watcher:
         start = time.monotonic()
         result, pipeline_end = run(start)
         end = time.monotonic()
