@@ -15,6 +15,11 @@ def _fmt(value, digits: int = 1) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
+def _memory(stage: dict) -> str:
+    return (f"{_fmt(stage['peak_pss_mib'], 0)} / {_fmt(stage['peak_rss_mib'], 0)}"
+            + (f", {_fmt(stage['cpu_s'])}" if "cpu_s" in stage else ""))
+
+
 def run_table(results: dict, source: str) -> str:
     """Every stage of one run, its ratios, and where it ran."""
     m, s = results["machine"], results["settings"]
@@ -23,20 +28,19 @@ def run_table(results: dict, source: str) -> str:
              f"{m.get('load_avg_1_5_15_at_end')} at end.",
              f"Command: `{results['command']}` — {s['count']} JPEGs {s['size'][0]}×{s['size'][1]} "
              f"(~{results['dataset']['mean_bytes'] // 1000} KB), {s['model']} (weights none), batch {s['batch_size']}.",
-             "", "| stage | images/s | detail | peak memory (PSS / RSS MiB) |", "|---|---:|---|---:|"]
+             "", "| stage | images/s | detail | peak PSS / RSS MiB, CPU s |", "|---|---:|---|---:|"]
     if "decode" in results:
         d = results["decode"]
         lines.append(f"| decode + preprocess, per core | {_fmt(d['images_per_s_per_core'])} | "
-                     f"{d['images']} images on one thread, CPU time | {_fmt(d['peak_pss_mib'], 0)} / "
-                     f"{_fmt(d['peak_rss_mib'], 0)} |")
+                     f"{d['images']} images on one thread, CPU time | {_memory(d)} |")
     if "ceiling" in results:
         c = results["ceiling"]
         lines.append(f"| model-only ceiling | {_fmt(c['images_per_s'])} | Predictor.forward, {c['precision']}, "
                      f"{c['memory_format']}, batch {c['batch_size']}, {c['threads']} threads, {c['images']} images | "
-                     f"{_fmt(c['peak_pss_mib'], 0)} / {_fmt(c['peak_rss_mib'], 0)} |")
+                     f"{_memory(c)} |")
     if "e2e" in results:
         e = results["e2e"]
-        memory = f"{_fmt(e['peak_pss_mib'], 0)} / {_fmt(e['peak_rss_mib'], 0)}"
+        memory = _memory(e)
         lines += [f"| batchinfer, steady state | {_fmt(e['steady_images_per_s'])} | after the first output "
                   f"batch ({_fmt(e['first_output_s'])} s after start) | {memory} |",
                   f"| batchinfer, pipeline | {_fmt(e['job_images_per_s'])} | job's own images_per_s "
@@ -46,7 +50,7 @@ def run_table(results: dict, source: str) -> str:
                   f"{_fmt(e['object_store_spilled_mib'], 0)} MiB | |"]
     if "baseline" in results:
         b = results["baseline"]
-        memory = f"{_fmt(b['peak_pss_mib'], 0)} / {_fmt(b['peak_rss_mib'], 0)}"
+        memory = _memory(b)
         lines += [f"| naive baseline, steady state | {_fmt(b['steady_images_per_s'])} | after the first output "
                   f"batch ({_fmt(b['first_output_s'])} s after start) | {memory} |",
                   f"| naive baseline, pipeline | {_fmt(b['pipeline_images_per_s'])} | after Ray start-up "

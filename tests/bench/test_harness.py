@@ -44,3 +44,8 @@ def test_harness_writes_all_sections(tmp_path: Path) -> None:
     assert set(ratios) == {f"e2e_{kind}_over_{reference}" for kind in ("steady", "pipeline", "whole")
                            for reference in ("ceiling", f"baseline_{kind}")}
     assert "model-only ceiling" in done.stdout and "naive baseline whole run" in done.stdout
+
+    report = subprocess.run([sys.executable, "-m", "bench.report", str(result_file)], cwd=REPO,
+                            capture_output=True, text=True, check=True).stdout
+    assert f"| model-only ceiling | {ceiling['images_per_s']:.1f} |" in report
+    assert f"| e2e_whole_over_ceiling | {ratios['e2e_whole_over_ceiling']:.2f} |" in report
