@@ -437,6 +437,27 @@ def test_job_succeeds_and_results_land_in_the_bucket(job_run, s3, dataset):
     print("summary:", json.dumps(summary)[:800])
 
 
+def test_single_container_run_as_documented(s3, dataset):
+    """docs/container.md's one-container run: no Ray cluster (Ray starts in the container), env file."""
+    with tempfile.TemporaryDirectory(prefix="batchinfer-e2e-") as tmp:
+        env_file = Path(tmp, "s3.env")
+        env_file.touch(mode=0o600)
+        env_file.write_text(f"AWS_ACCESS_KEY_ID={s3.access_key}\nAWS_SECRET_ACCESS_KEY={s3.secret_key}\n")
+        proc = docker("run", "--rm", "--label", f"{LABEL}={RUN_ID}", "--network", "host", "--shm-size=1g",
+                      "--env-file", str(env_file), "-e", f"AWS_ENDPOINT_URL={s3.endpoint}",
+                      "-e", "AWS_REGION=us-east-1", IMAGE,
+                      "batchinfer", "run", "--input", f"s3://{BUCKET}/images/", "--output", f"s3://{BUCKET}/single/",
+                      "--model", "resnet18", "--weights", "none", "--device", "cpu", "--limit", "6",
+                      check=False, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert s3.secret_key not in proc.stdout + proc.stderr
+    client = s3.client()
+    keys = [o["Key"] for o in client.list_objects_v2(Bucket=BUCKET, Prefix="single/").get("Contents", [])]
+    assert "single/_SUCCESS" in keys, keys
+    summary = json.loads(client.get_object(Bucket=BUCKET, Key="single/_SUMMARY.json")["Body"].read())
+    assert summary["rows"] == 6, summary
+
+
 def test_secret_never_in_arguments_or_logs(cluster, job_run, s3):
     secret = s3.secret_key
     for pod in (cluster["head"], cluster["worker"]):
