@@ -13,17 +13,15 @@ import pyarrow.parquet as pq
 import ray
 
 
-def _children() -> dict[int, list[int]]:
-    """parent pid -> child pids, from /proc."""
-    tree: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            tree.setdefault(int(fields[1]), []).append(int(entry.name))
-    return tree
+def _children(pid: int) -> list[int]:
+    """Child pids of one process, from /proc/<pid>/task/<tid>/children."""
+    children = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            children.extend(int(child) for child in (task / "children").read_text().split())
+        except OSError:
+            continue
+    return children
 
 
 def _name(pid: int) -> str:
@@ -75,7 +73,7 @@ class ProcessSampler:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def sample(self) -> None:
-        tree, pending, rss, pss, count = _children(), [os.getpid()], 0, 0, 0
+        pending, rss, pss, count = [os.getpid()], 0, 0, 0
         while pending:
             pid = pending.pop()
             if _name(pid) in self.exclude:
@@ -85,7 +83,7 @@ class ProcessSampler:
             cpu = _cpu_s(pid)
             self._cpu_start.setdefault(pid, 0.0 if self._thread.is_alive() else cpu)  # new since start: all of it
             self._cpu_last[pid] = max(cpu, self._cpu_last.get(pid, 0.0))
-            pending.extend(tree.get(pid, []))
+            pending.extend(_children(pid))
         self.peak_rss_kib, self.peak_pss_kib = max(self.peak_rss_kib, rss), max(self.peak_pss_kib, pss)
         self.peak_processes = max(self.peak_processes, count)
 
