@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import traceback
 from typing import NoReturn, Sequence
@@ -132,7 +133,11 @@ def print_summary(summary: dict) -> None:
 
 
 def failure_reason(exc: BaseException) -> str:
-    """One line for a failed job: the innermost cause (Ray wraps task errors in its own types)."""
+    """One line for a failed job: our own error if one is in the chain (Ray wraps a task's error in
+    its own types and passes the original only as text), else the innermost cause."""
+    ours = re.findall(r"^batchinfer\.\w+\.\w+: (.+)$", "".join(traceback.format_exception(exc)), re.MULTILINE)
+    if ours:
+        return ours[-1]
     while True:
         inner = getattr(exc, "cause", None) or exc.__cause__
         if not isinstance(inner, BaseException) or inner is exc:

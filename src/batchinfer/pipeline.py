@@ -101,14 +101,16 @@ def run_job(config: JobConfig) -> dict:
                         "predictions to a prefix outside the input")
     check_bucket(target, config.s3)
     output = Output(target, config.s3)
-    check_output(output, config.overwrite, config.resume)
+    job = {"input": config.input_uri, "model": config.model, "weights": config.weights,
+           "categories": config.categories, "top_k": config.top_k, "label_from_path": config.label_from_path}
+    check_output(output, config.overwrite, config.resume, job)
     listing = list_images(source, config.s3, exclude_prefix=target.path, limit=config.limit)
     request = ModelRequest(config.model, config.weights, config.categories, config.s3)
     transform = load_model(request).transform  # model, weight and category mistakes surface here
 
     connect_ray()
     resources = plan_resources(config)
-    done = retry_storage(lambda: prepare_output(output, config.overwrite, config.resume),
+    done = retry_storage(lambda: prepare_output(output, config.overwrite, config.resume, job),
                          f"prepare {config.output_uri}", config.storage_timeout_s)
     inputs = [source.uri(path) for path in listing.paths]
     if done is None:
@@ -128,7 +130,7 @@ def run_job(config: JobConfig) -> dict:
     pipeline_s = time.monotonic() - pipeline_clock
 
     summary = {
-        "input": config.input_uri, "output": config.output_uri, "model": config.model,
+        "input": config.input_uri, "output": config.output_uri, "model": config.model, "job": job,
         "weights": config.weights if "://" not in config.weights else "checkpoint",
         "device": resources.device, "inference_actors": resources.actors,
         "started_at": started_at.isoformat(), "skipped_non_images": listing.skipped,

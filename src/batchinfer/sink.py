@@ -17,11 +17,12 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from batchinfer.config import S3Options, UserError
-from batchinfer.storage import Location, file_info, write_bytes
+from batchinfer.storage import Location, file_info, read_bytes, write_bytes
 
 SUCCESS = "_SUCCESS"
 SUMMARY = "_SUMMARY.json"
 STAGING = "_staging"
+JOB = "_JOB.json"  # in the staging area: which job the staged results belong to
 _PART = re.compile(r"part-\d{5}\.parquet$")
 
 
@@ -150,14 +151,32 @@ class Output:
         return summary
 
 
-def check_output(output: Output, overwrite: bool, resume: bool) -> None:
-    """Refuse, before any work, to run over a finished output unless asked to."""
-    if output.is_committed() and not (overwrite or resume):
+def _read_json(output: Output, path: str) -> dict | None:
+    try:
+        return json.loads(read_bytes(output.fs, path))
+    except FileNotFoundError:
+        return None
+
+
+def check_output(output: Output, overwrite: bool, resume: bool, job: dict) -> None:
+    """Refuse, before any work, to run over a finished output unless asked to, and to resume the
+    results of a different job (`job`: what makes results comparable: input, model, weights, …)."""
+    committed = output.is_committed()
+    if committed and not (overwrite or resume):
         raise UserError(f"{output.location.uri()} already holds a finished run (_SUCCESS): pass "
                         "--overwrite to replace it, --resume to accept it, or choose another --output")
+    if not resume:
+        return
+    found = _read_json(output, output.location.join(SUMMARY) if committed else output.location.join(STAGING, JOB))
+    earlier = (found or {}).get("job") if committed else found
+    if earlier is not None and earlier != job:
+        changed = ", ".join(f"{key} {earlier.get(key)!r} -> {value!r}" for key, value in job.items()
+                            if earlier.get(key) != value)
+        raise UserError(f"--resume: {output.location.uri()} holds results of a different job ({changed}): "
+                        "pass --overwrite to replace them, or choose another --output")
 
 
-def prepare_output(output: Output, overwrite: bool, resume: bool) -> set[str] | None:
+def prepare_output(output: Output, overwrite: bool, resume: bool, job: dict) -> set[str] | None:
     """Clear or reuse what is at the output prefix; return the input URIs already done.
 
     None means a resumed output is already complete. Without --resume, leftovers of a crashed run
@@ -167,6 +186,10 @@ def prepare_output(output: Output, overwrite: bool, resume: bool) -> set[str] | 
         return None
     if resume:
         output.clear(staging=False)  # part files of an interrupted commit: staging still has them
-        return output.completed_paths()
-    output.clear(staging=True)
-    return set()
+        done = output.completed_paths()
+    else:
+        output.clear(staging=True)
+        done = set()
+    output.fs.create_dir(output.staging_root, recursive=True)
+    write_bytes(output.fs, output.location.join(STAGING, JOB), json.dumps(job).encode())
+    return done

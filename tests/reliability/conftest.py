@@ -34,11 +34,35 @@ def store(tmp_path_factory) -> SeaweedServer:
 @pytest.fixture(scope="session")
 def cluster(store) -> LocalRayCluster:
     """Nodes carry the S3 settings in their environment, like KubeRay pods fed from a Secret."""
-    workdir = Path(f"/tmp/bi-rel-{os.getpid()}")  # Ray's socket paths must stay under 108 bytes
-    ray_cluster = LocalRayCluster(workdir, head_params=NODE_PARAMS["head"], worker_params=[NODE_PARAMS["worker"]],
-                                  env={**store.env(), "PATH": f"{BIN}:{os.environ.get('PATH', '')}"}).start()
+    env = {**store.env(), "PATH": f"{BIN}:{os.environ.get('PATH', '')}"}
+    for attempt in range(2):  # `ray start` gives up after 30 s of waiting on a busy machine: try once more
+        workdir = Path(f"/tmp/bi-rel-{os.getpid()}-{attempt}")  # Ray's socket paths must stay < 108 bytes
+        ray_cluster = LocalRayCluster(workdir, head_params=NODE_PARAMS["head"],
+                                      worker_params=[NODE_PARAMS["worker"]], env=env)
+        try:
+            ray_cluster.start(timeout_s=240)
+            break
+        except RuntimeError:
+            ray_cluster.stop()
+            if attempt == 1:
+                raise
     yield ray_cluster
     ray_cluster.stop()
+
+
+def replace_worker(ray_cluster: LocalRayCluster, lost) -> None:
+    """Start a new worker node in place of a lost one, as KubeRay does for a lost pod."""
+    ray_cluster.nodes.remove(lost)
+    for attempt in range(2):
+        node = ray_cluster._start_node([f"--address={ray_cluster.address}", *NODE_PARAMS["worker"]],
+                                       f"worker-{time.time_ns()}")
+        try:
+            ray_cluster.wait_for_nodes(2, 240)
+            return
+        except RuntimeError:
+            if node.poll() is None or attempt == 1:
+                raise
+            ray_cluster.nodes.remove(node)
 
 
 def job_env(server: SeaweedServer, ray_cluster: LocalRayCluster) -> dict[str, str]:
@@ -103,6 +127,17 @@ class Driver:
                 raise AssertionError(f"the job ended before staging {count} files:\n{self.stderr[-3000:]}")
             time.sleep(0.2)
         raise AssertionError(f"no {count} staged files within {timeout_s} s:\n{self.stderr[-3000:]}")
+
+    def wait_for_text(self, text: str, timeout_s: float = 300) -> None:
+        """Block until the driver has printed `text` (stderr), e.g. Ray Data's start of execution."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if text in self.stderr:
+                return
+            if self.process.poll() is not None:
+                raise AssertionError(f"the job ended before printing {text!r}:\n{self.stderr[-3000:]}")
+            time.sleep(0.1)
+        raise AssertionError(f"no {text!r} within {timeout_s} s:\n{self.stderr[-3000:]}")
 
     def kill(self) -> None:
         if self.process.poll() is None:

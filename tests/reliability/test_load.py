@@ -1,0 +1,101 @@
+"""10,000 small images through the whole job: the right row count, with bounded memory.
+
+Runs only with BATCHINFER_LOAD_TEST=1 (it takes several minutes on 2 cores, past CI's budget):
+    BATCHINFER_LOAD_TEST=1 .venv/bin/python -m pytest tests/reliability/test_load.py -s
+It prints peak RSS (driver, and all Ray processes together) and the object store's spilling.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+
+from tests.reliability.catalog import photo_crops
+from tests.reliability.conftest import Driver, job_env, read_output, upload
+from tests.support import BIN
+
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(os.environ.get("BATCHINFER_LOAD_TEST") != "1",
+                                                   reason="set BATCHINFER_LOAD_TEST=1 (several minutes)")]
+
+IMAGES = 10_000
+BUCKET = "load"
+DRIVER_RSS_LIMIT = 2 << 30   # the driver holds only the listing and the summary
+CLUSTER_RSS_LIMIT = 8 << 30  # all Ray processes together, shared object-store pages counted per process
+
+
+def _rss(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def _process_groups() -> dict[int, list[int]]:
+    groups: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            groups.setdefault(int(fields[2]), []).append(int(entry.name))
+    return groups
+
+
+class PeakMemory(threading.Thread):
+    """Samples the RSS of the driver and of every process in the Ray nodes' process groups."""
+
+    def __init__(self, driver_pid: int, node_pids: list[int]) -> None:
+        super().__init__(daemon=True)
+        self.driver_pid, self.node_pids = driver_pid, node_pids
+        self.driver_peak = self.cluster_peak = 0
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(0.5):
+            groups = _process_groups()
+            pids = [pid for group in self.node_pids for pid in groups.get(group, [])]
+            self.driver_peak = max(self.driver_peak, _rss(self.driver_pid))
+            self.cluster_peak = max(self.cluster_peak, sum(_rss(pid) for pid in pids))
+
+
+def spilled_mib(cluster) -> float:
+    """Object-store spilling so far on the cluster, from `ray memory --stats-only`."""
+    result = subprocess.run([str(BIN / "ray"), "memory", "--stats-only", "--address", cluster.address],
+                            env=cluster.env, capture_output=True, text=True, timeout=120)
+    match = re.search(r"Spilled (\d+(?:\.\d+)?) MiB", result.stdout)
+    return float(match.group(1)) if match else 0.0
+
+
+def test_ten_thousand_images_bounded_memory(store, cluster, tmp_path) -> None:
+    upload(store, BUCKET, {f"images/{index // 1000:02d}/{index:05d}.jpg": data
+                           for index, data in enumerate(photo_crops(IMAGES, 64, seed=1))})
+    spilled_before = spilled_mib(cluster)
+    driver = Driver(["--input", f"s3://{BUCKET}/images/", "--output", f"s3://{BUCKET}/out/",
+                     "--model", "mobilenet_v3_small", "--weights", "none", "--batch-size", "64", "--top-k", "1"],
+                    job_env(store, cluster), tmp_path)
+    memory = PeakMemory(driver.process.pid, [node.pid for node in cluster.nodes])
+    memory.start()
+    try:
+        assert driver.wait(timeout_s=3000) == 0, driver.stderr[-4000:]
+    finally:
+        memory.done.set()
+        driver.kill()
+    table, summary, _ = read_output(store, BUCKET, "out/")
+    paths = table["path"].to_pylist()
+    figures = {"rows": len(paths), "errors": summary["errors"], "images_per_s": summary["images_per_s"],
+               "pipeline_s": summary["pipeline_s"], "driver_peak_rss_mib": memory.driver_peak >> 20,
+               "ray_processes_peak_rss_mib": memory.cluster_peak >> 20,
+               "object_store_spilled_mib": spilled_mib(cluster) - spilled_before}
+    print("load test:", json.dumps(figures))
+    assert len(paths) == len(set(paths)) == IMAGES == summary["rows"] and summary["errors"] == 0
+    assert memory.driver_peak < DRIVER_RSS_LIMIT and memory.cluster_peak < CLUSTER_RSS_LIMIT, figures
