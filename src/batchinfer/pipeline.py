@@ -22,7 +22,8 @@ from batchinfer.source import list_images
 from batchinfer.storage import check_bucket, resolve, retry_storage
 
 DECODE_BATCH = 64         # images per decode task batch (one object-store block each)
-CPU_DECODE_SHARE = 0.5    # CPUs left beside a CPU inference actor, shared by one decode and one write task
+CPU_DECODE_SHARE = 0.5    # CPUs left beside a CPU inference actor: one decode task (0.3) and one write task (0.2)
+CPU_IN_FLIGHT_BYTES = 256 * 2**20  # on CPU, per actor: blocks waiting for the model stay under this, whatever N
 GPU_WAIT_S = 600          # how long --device cuda waits for autoscaled GPU workers
 ACTOR_CALLS_IN_FLIGHT = 2  # per actor: Ray Data batches the next input while the UDF runs
 
@@ -85,8 +86,8 @@ def plan_resources(config: JobConfig) -> Resources:
     if node_cpus < 1:
         raise UserError("the Ray cluster has no CPUs to run inference on: give worker nodes CPUs")
     cpus = config.num_cpus_per_worker or max(1.0, node_cpus - CPU_DECODE_SHARE)
-    return Resources("cpu", config.num_workers or 1, cpus, 0.0, decode_cpus=CPU_DECODE_SHARE / 2,
-                     threads=max(1, math.ceil(cpus)), write_cpus=CPU_DECODE_SHARE / 2)
+    return Resources("cpu", config.num_workers or 1, cpus, 0.0, decode_cpus=CPU_DECODE_SHARE * 0.6,
+                     threads=max(1, math.ceil(cpus)), write_cpus=CPU_DECODE_SHARE * 0.4)
 
 
 def run_job(config: JobConfig) -> dict:
@@ -163,7 +164,7 @@ def build_dataset(config: JobConfig, request: ModelRequest, resources: Resources
                                  batch_size=config.batch_size)
     actor_batch = (max(CUDA_ACTOR_BATCH, config.batch_size or 0) if resources.device == "cuda"
                    else config.batch_size or CPU_BATCH_SIZE)
-    return (
+    dataset = (
         ray.data.from_arrow(blocks)
         .map_batches(preprocessor, batch_size=DECODE_BATCH, batch_format="numpy",
                      num_cpus=resources.decode_cpus)
@@ -173,3 +174,7 @@ def build_dataset(config: JobConfig, request: ModelRequest, resources: Resources
                                                         max_concurrent_calls_per_actor=ACTOR_CALLS_IN_FLIGHT),
                      num_cpus=resources.cpus_per_actor, num_gpus=resources.gpus_per_actor)
     )
+    if resources.device == "cpu":  # the model is the bottleneck: don't decode the whole input ahead of it
+        dataset.context.execution_options.resource_limits = ray.data.ExecutionResources.for_limits(
+            object_store_memory=CPU_IN_FLIGHT_BYTES * resources.actors)
+    return dataset
