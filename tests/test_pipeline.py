@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
+import time
 
 import pyarrow.parquet as pq
 import pytest
@@ -120,8 +120,12 @@ def test_ray_job_submit_on_multi_node_cluster(ray_cluster, samples, cli_env) -> 
                   "--model", LITE0, "--weights", samples["checkpoint"], "--device", "auto"]
     env = {**cli_env, "PATH": f"{BIN}:{cli_env.get('PATH', '')}"}
     env.pop("RAY_ADDRESS", None)
-    result = subprocess.run([str(BIN / "ray"), "job", "submit", "--address", ray_cluster.dashboard_url,
-                             "--", *entrypoint], env=env, capture_output=True, text=True, timeout=900)
+    for _ in range(3):  # like KubeRay's submitter Job (backoffLimit): retry while the head's agent starts
+        result = subprocess.run([str(BIN / "ray"), "job", "submit", "--address", ray_cluster.dashboard_url,
+                                 "--", *entrypoint], env=env, capture_output=True, text=True, timeout=900)
+        if "No available agent" not in result.stdout + result.stderr:
+            break
+        time.sleep(10)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     assert "succeeded" in result.stdout.lower()
     assert len(ray_cluster.alive_nodes()) == 2
