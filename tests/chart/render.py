@@ -29,7 +29,7 @@ HEADER = """\
 #   Regenerate: python -m tests.chart.render
 #   Same as:    helm template batchinfer helm/batchinfer
 # A ServiceAccount plus the RayJob. Deploy with:  kubectl apply -n <namespace> -f k8s/rayjob.yaml
-# Edit the entrypoint's --input/--output (and S3 env) first, or better: use the chart (docs/kubernetes.md).
+# Edit the entrypoint's --input/--output (and S3 env) first, or better: use the chart (README.md).
 """
 
 

@@ -1,4 +1,4 @@
-"""docs/kubernetes.md documents every chart value."""
+"""README.md documents every chart value."""
 from __future__ import annotations
 
 import json
@@ -20,11 +20,11 @@ def _leaf_keys(schema: dict, prefix: str = "") -> list[str]:
 
 def test_every_value_is_documented():
     schema = json.loads((CHART_DIR / "values.schema.json").read_text())
-    docs = (REPO_ROOT / "docs" / "kubernetes.md").read_text()
+    docs = (REPO_ROOT / "README.md").read_text()
     keys = _leaf_keys(schema)
     assert len(keys) > 50
     missing = [k for k in keys if f"| `{k}` |" not in docs]
-    assert missing == [], f"add these keys to the configuration table in docs/kubernetes.md: {missing}"
+    assert missing == [], f"add these keys to the configuration table in README.md: {missing}"
 
 
 def test_every_schema_property_has_a_description():
