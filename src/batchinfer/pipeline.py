@@ -22,7 +22,8 @@ from batchinfer.source import list_images
 from batchinfer.storage import check_bucket, resolve, retry_storage
 
 DECODE_BATCH = 64         # images per decode task batch (one object-store block each)
-CPU_DECODE_SHARE = 0.5    # CPUs left beside a CPU inference actor: one decode task (0.3) and one write task (0.2)
+CPU_DECODE_SHARE = 0.5    # CPUs left beside a CPU inference actor: one decode task (0.3), never two
+CPU_WRITE_TASK = 0.05     # a Parquet write of one block is light; small enough to fit beside actor + decode
 CPU_IN_FLIGHT_BYTES = 256 * 2**20  # on CPU, per actor: blocks waiting for the model stay under this, whatever N
 GPU_WAIT_S = 600          # how long --device cuda waits for autoscaled GPU workers
 ACTOR_CALLS_IN_FLIGHT = 2  # per actor: Ray Data batches the next input while the UDF runs
@@ -87,7 +88,7 @@ def plan_resources(config: JobConfig) -> Resources:
         raise UserError("the Ray cluster has no CPUs to run inference on: give worker nodes CPUs")
     cpus = config.num_cpus_per_worker or max(1.0, node_cpus - CPU_DECODE_SHARE)
     return Resources("cpu", config.num_workers or 1, cpus, 0.0, decode_cpus=CPU_DECODE_SHARE * 0.6,
-                     threads=max(1, math.ceil(cpus)), write_cpus=CPU_DECODE_SHARE * 0.4)
+                     threads=max(1, math.ceil(cpus)), write_cpus=CPU_WRITE_TASK)
 
 
 def run_job(config: JobConfig) -> dict:
