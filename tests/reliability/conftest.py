@@ -42,7 +42,7 @@ def cluster(store) -> LocalRayCluster:
         try:
             ray_cluster.start(timeout_s=240)
             break
-        except RuntimeError:
+        except (RuntimeError, subprocess.TimeoutExpired):
             ray_cluster.stop()
             if attempt == 1:
                 raise
