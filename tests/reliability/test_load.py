@@ -69,9 +69,11 @@ class PeakMemory(threading.Thread):
 
 
 def spilled_mib(cluster) -> float:
-    """Object-store spilling so far on the cluster, from `ray memory --stats-only`."""
+    """Object-store spilling so far on the cluster, from `ray memory --stats-only` (which prints a
+    "Spilled N MiB" line only once something has been spilled)."""
     result = subprocess.run([str(BIN / "ray"), "memory", "--stats-only", "--address", cluster.address],
                             env=cluster.env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "Plasma memory usage" in result.stdout, result.stderr[-2000:]
     match = re.search(r"Spilled (\d+(?:\.\d+)?) MiB", result.stdout)
     return float(match.group(1)) if match else 0.0
 
