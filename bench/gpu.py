@@ -1,7 +1,7 @@
 """GPU stages of the job, measured without Ray, with the code the actors run.
 
-    python bench/gpu.py --device cuda --json gpu.json       # on a GPU machine (see docs/gpu.md)
-    python bench/gpu.py --device cpu --images 64 --models resnet50 --batch-sizes 32
+    python -m bench.gpu --device cuda --json gpu.json       # on a GPU machine (see docs/gpu.md)
+    python -m bench.gpu --device cpu --images 64 --models resnet50 --batch-sizes 32
 
 Measures, on synthetic 500x375 JPEGs made from real photos:
 - model ceiling: `Predictor._top_k` on crops already on the device (normalize, forward, softmax, top-k),
@@ -16,7 +16,6 @@ Measures, on synthetic 500x375 JPEGs made from real photos:
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import platform
@@ -29,38 +28,18 @@ from typing import Callable
 import numpy as np
 import pyarrow.fs as pafs
 import torch
-from PIL import Image
 
 from batchinfer.gpu_decode import DeviceDecoder
 from batchinfer.models import ModelRequest, load_model
 from batchinfer.predictor import (CPU_BATCH_SIZE, CUDA_ACTOR_BATCH, InferenceSettings, Predictor,
                                   default_batch_size, resolve_precision)
 from batchinfer.preprocess import Preprocessor, jpeg_orientation
-
-SOURCE_PHOTOS = ("astronaut.png", "coffee.png", "chelsea.png", "rocket.jpg", "motorcycle_left.png",
-                 "hubble_deep_field.jpg", "retina.jpg")
-
+from bench.photos import make_photo, source_photos
 
 def synthetic_jpegs(count: int, size: tuple[int, int], quality: int = 90) -> list[bytes]:
-    """`count` JPEGs of `size`: random crops of scikit-image's real photos, resized, with light noise."""
-    import skimage
-
-    folder = Path(skimage.__file__).parent / "data"
-    photos = [Image.open(folder / name).convert("RGB") for name in SOURCE_PHOTOS]
-    payloads = []
-    for index in range(count):
-        rng = np.random.default_rng(index)
-        photo = photos[index % len(photos)]
-        width, height = photo.size
-        scale = rng.uniform(0.5, 1.0)
-        crop_w, crop_h = int(width * scale), int(height * scale)
-        left, top = int(rng.integers(0, width - crop_w + 1)), int(rng.integers(0, height - crop_h + 1))
-        image = photo.crop((left, top, left + crop_w, top + crop_h)).resize(size, Image.Resampling.BILINEAR)
-        noisy = np.asarray(image, dtype=np.int16) + rng.normal(0, 6, (size[1], size[0], 3)).astype(np.int16)
-        buffer = io.BytesIO()
-        Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8)).save(buffer, "JPEG", quality=quality)
-        payloads.append(buffer.getvalue())
-    return payloads
+    """`count` JPEGs of `size`, made as the main harness makes them (bench.photos)."""
+    photos = source_photos()
+    return [make_photo(photos, index, size, quality) for index in range(count)]
 
 
 def synchronize(device: torch.device) -> None:

@@ -9,14 +9,17 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from batchinfer.seaweed import SeaweedServer
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # only for hints: bench.gpu uses the generator on machines without boto3
+    from batchinfer.seaweed import SeaweedServer
 
 BUCKET = "bench"
 SOURCE_PHOTOS = ("astronaut.png", "coffee.png", "chelsea.png", "rocket.jpg", "motorcycle_left.png",
                  "hubble_deep_field.jpg", "ihc.png", "retina.jpg", "grass.png", "gravel.png")
 
 
-def _source_photos() -> list[Image.Image]:
+def source_photos() -> list[Image.Image]:
     """Real photos shipped with scikit-image, as RGB."""
     import skimage
 
@@ -66,7 +69,7 @@ def ensure_photos(server: SeaweedServer, count: int, size: tuple[int, int], qual
              for obj in page.get("Contents", [])]
     generated = len(sizes) != count
     if generated:
-        photos = _source_photos()
+        photos = source_photos()
 
         def upload(index: int) -> int:
             data = make_photo(photos, index, size, quality)

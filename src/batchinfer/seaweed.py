@@ -29,7 +29,7 @@ _PORT_FLAGS = (
 )
 
 
-def _free_ports(count: int) -> list[int]:
+def free_ports(count: int) -> list[int]:
     """Ask the kernel for `count` distinct free loopback ports."""
     sockets = []
     try:
@@ -103,7 +103,7 @@ class SeaweedServer:
         config_path.write_text(json.dumps(identities))
         config_path.chmod(0o600)
         # A restart (start after stop) keeps the ports, so clients keep their endpoint.
-        self.ports = self.ports or dict(zip(_PORT_FLAGS, _free_ports(len(_PORT_FLAGS))))
+        self.ports = self.ports or dict(zip(_PORT_FLAGS, free_ports(len(_PORT_FLAGS))))
         command = [
             weed_binary(), f"-logdir={log_dir}", "server", f"-dir={data_dir}", "-s3",
             f"-s3.config={config_path}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",

@@ -24,7 +24,6 @@ import os
 import re
 import resource
 import secrets
-import socket
 import subprocess
 import tempfile
 import time
@@ -34,6 +33,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from batchinfer.seaweed import free_ports
 from tests.chart.render import documents, rayjob_of, template  # the chart tests' own helm renderer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -64,19 +64,6 @@ def docker(*args: str, check: bool = True, timeout: float = 300, **kw) -> subpro
         raise AssertionError(f"docker {' '.join(args[:3])} … failed ({proc.returncode}):\n"
                              f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
     return proc
-
-
-def free_ports(count: int) -> list[int]:
-    socks = []
-    try:
-        for _ in range(count):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def quantity_bytes(q: str) -> int:

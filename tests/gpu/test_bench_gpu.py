@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_bench_gpu_runs_on_cpu(tmp_path) -> None:
     out = tmp_path / "gpu.json"
     result = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "gpu.py"), "--device", "cpu", "--images", "12", "--models",
+        [sys.executable, "-m", "bench.gpu", "--device", "cpu", "--images", "12", "--models",
          "resnet18", "--batch-sizes", "4", "--actor-batch", "6", "--repeats", "1", "--threads", "1",
          "--json", str(out)], capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-3000:]
