@@ -1,14 +1,13 @@
 """10,000 small images through the whole job: the right row count, with bounded memory.
 
-Runs only with BATCHINFER_LOAD_TEST=1 (it takes several minutes on 2 cores, past CI's budget):
-    BATCHINFER_LOAD_TEST=1 .venv/bin/python -m pytest tests/reliability/test_load.py -s
+Marked slow (about 3-5 minutes on 2 cores); part of `make test`. Alone:
+    .venv/bin/python -m pytest tests/reliability/test_load.py -s
 It prints peak RSS (driver, and all Ray processes together) and the object store's spilling.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import threading
@@ -20,8 +19,7 @@ from tests.reliability.catalog import photo_crops
 from tests.reliability.conftest import Driver, job_env, read_output, upload
 from tests.support import BIN
 
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(os.environ.get("BATCHINFER_LOAD_TEST") != "1",
-                                                   reason="set BATCHINFER_LOAD_TEST=1 (several minutes)")]
+pytestmark = pytest.mark.slow
 
 IMAGES = 10_000
 BUCKET = "load"
