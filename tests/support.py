@@ -44,9 +44,15 @@ class LocalRayCluster:
         return f"http://127.0.0.1:{self.dashboard_port}"
 
     def _start_node(self, params: list[str], name: str) -> subprocess.Popen:
+        """Start one node. Each gets its own agent and metrics ports: Ray's fixed defaults (52365…)
+        would collide between the nodes and clusters that share this machine, and a node whose
+        dashboard agent cannot bind leaves the cluster without a job agent ("No available agent")."""
         log = (self.workdir / f"{name}.log").open("wb")
+        agent, agent_grpc, runtime_env, metrics = free_ports(4)
+        own_ports = [f"--dashboard-agent-listen-port={agent}", f"--dashboard-agent-grpc-port={agent_grpc}",
+                     f"--runtime-env-agent-port={runtime_env}", f"--metrics-export-port={metrics}"]
         node = subprocess.Popen([str(BIN / "ray"), "start", "--block", "--node-ip-address=127.0.0.1",
-                                 "--disable-usage-stats", *params],
+                                 "--disable-usage-stats", *own_ports, *params],
                                 env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         self.nodes.append(node)
         return node

@@ -72,8 +72,10 @@ def test_worker_node_lost_mid_run(store, cluster, photos, tmp_path) -> None:
 
 def test_inference_actor_killed_mid_run(store, cluster, photos, tmp_path) -> None:
     """SIGKILL the inference actor's process: Ray restarts it and retries its batches."""
-    driver = Driver(["--input", photos, "--output", f"s3://{BUCKET}/actor-killed/", *JOB_ARGS],
-                    job_env(store, cluster), tmp_path)
+    # ResNet-50 (the last --model wins) keeps the actor busy for a while after the first staged file,
+    # so the kill lands mid-run on a quiet machine too.
+    driver = Driver(["--input", photos, "--output", f"s3://{BUCKET}/actor-killed/", *JOB_ARGS,
+                     "--model", "resnet50"], job_env(store, cluster), tmp_path)
     try:
         driver.wait_for_staged_files(store, BUCKET, "actor-killed/", 1)
         actors = predictor_actors(cluster)
