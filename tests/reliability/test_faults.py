@@ -78,7 +78,9 @@ def test_inference_actor_killed_mid_run(store, cluster, photos, tmp_path) -> Non
                      "--model", "resnet50"], job_env(store, cluster), tmp_path)
     try:
         driver.wait_for_staged_files(store, BUCKET, "actor-killed/", 1)
-        actors = predictor_actors(cluster)
+        deadline = time.monotonic() + 60  # Ray's state API can lag behind a just-started actor
+        while not (actors := predictor_actors(cluster)) and time.monotonic() < deadline:
+            time.sleep(0.5)
         assert actors, "no inference actor found"
         os.kill(actors[0].pid, signal.SIGKILL)
         assert driver.wait() == 0, driver.stderr[-4000:]
