@@ -88,6 +88,22 @@ class LocalRayCluster:
             time.sleep(1)
         raise RuntimeError(f"Ray cluster did not reach {count} nodes in {timeout_s:.0f} s")
 
+    def process_ids(self, title_prefix: str) -> list[int]:
+        """Pids of this cluster's processes whose title (Ray sets `ray::<actor or task>`) starts with
+        `title_prefix`: found by session (each node is started in its own), so other Ray clusters on the machine are never matched."""
+        sessions = {node.pid for node in self.nodes if node.poll() is None}
+        found = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                title = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                if title.startswith(title_prefix) and os.getsid(int(entry.name)) in sessions:
+                    found.append(int(entry.name))
+            except (OSError, ProcessLookupError):
+                continue  # the process ended while we looked
+        return found
+
     def kill_node(self, node: subprocess.Popen) -> None:
         """Kill one node's whole process group (raylet, its workers) at once, like a lost pod."""
         try:

@@ -8,7 +8,6 @@ import signal
 import time
 
 import pytest
-from ray.util.state import list_actors
 
 from batchinfer.seaweed import SeaweedServer
 from tests.reliability.catalog import photo_crops
@@ -23,6 +22,7 @@ PHOTOS = 240
 # images), four in all: a fault after the first finds some work done and most still to do.
 JOB_ARGS = ["--model", "resnet18", "--weights", "none", "--batch-size", "16", "--rows-per-file", "16",
             "--top-k", "1"]
+INFERENCE_ACTOR = "ray::MapWorker(MapBatches(Predictor"  # the actor's process title, set by Ray
 PIPELINE_STARTED = "Starting execution of Dataset"  # Ray Data's first line: the decode stage starts reading
 
 
@@ -50,11 +50,6 @@ def assert_exactly_one_row_per_input(server: SeaweedServer, prefix: str) -> dict
     return summary
 
 
-def predictor_actors(cluster) -> list:
-    return [actor for actor in list_actors(address=cluster.dashboard_url, filters=[("state", "=", "ALIVE")])
-            if "MapWorker" in actor.class_name]
-
-
 def test_worker_node_lost_mid_run(store, cluster, photos, tmp_path) -> None:
     """The node with the inference actor dies (like a lost pod); a replacement joins; the job finishes."""
     driver = Driver(["--input", photos, "--output", f"s3://{BUCKET}/node-lost/", *JOB_ARGS],
@@ -70,8 +65,6 @@ def test_worker_node_lost_mid_run(store, cluster, photos, tmp_path) -> None:
     assert_exactly_one_row_per_input(store, "node-lost/")
 
 
-@pytest.mark.xfail(strict=False, reason="flaky on the 2-core CI machine: Ray's state API sometimes lists no "
-                   "inference actor in time (open, see closing note); a killed node is covered above")
 def test_inference_actor_killed_mid_run(store, cluster, photos, tmp_path) -> None:
     """SIGKILL the inference actor's process: Ray restarts it and retries its batches."""
     # ResNet-50 (the last --model wins) keeps the actor busy for a while after the first staged file,
@@ -80,11 +73,9 @@ def test_inference_actor_killed_mid_run(store, cluster, photos, tmp_path) -> Non
                      "--model", "resnet50"], job_env(store, cluster), tmp_path)
     try:
         driver.wait_for_staged_files(store, BUCKET, "actor-killed/", 1)
-        deadline = time.monotonic() + 60  # Ray's state API can lag behind a just-started actor
-        while not (actors := predictor_actors(cluster)) and time.monotonic() < deadline:
-            time.sleep(0.5)
-        assert actors, "no inference actor found"
-        os.kill(actors[0].pid, signal.SIGKILL)
+        actors = cluster.process_ids(INFERENCE_ACTOR)
+        assert actors, f"no {INFERENCE_ACTOR} process among the cluster's processes"
+        os.kill(actors[0], signal.SIGKILL)
         assert driver.wait() == 0, driver.stderr[-4000:]
     finally:
         driver.kill()
