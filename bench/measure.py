@@ -31,6 +31,17 @@ def _name(pid: int) -> str:
         return ""
 
 
+def _title(pid: int) -> str:
+    """What a process is, for the memory breakdown: Ray's title (`ray::MapWorker(...)`, `ray::IDLE`)
+    or the program's name (raylet, gcs_server, python for the driver)."""
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+    except OSError:
+        return ""
+    title = command.split(" ")[0]
+    return title.split("(")[0] if title.startswith("ray::") else Path(title).name
+
+
 def _memory_kib(pid: int) -> tuple[int, int]:
     """(RSS, PSS) of one process in KiB; PSS shares object-store pages fairly between processes."""
     values = {}
@@ -60,13 +71,18 @@ class ProcessSampler:
     """Samples, every `interval_s`, this process and all its descendants (the driver, Ray's
     GCS/raylet/workers/object store), leaving out processes named in `exclude` and their subtrees
     (the SeaweedFS server): the peak of their summed RSS and PSS, and the CPU seconds they used
-    while the sampler ran (a process that ends between two samples loses at most one interval)."""
+    while the sampler ran (a process that ends between two samples loses at most one interval). Keeps
+    the summed PSS of every sample (to show whether memory levels off) and, at the peak, PSS by kind of
+    process."""
 
     def __init__(self, exclude: frozenset[str] = frozenset({"weed"}), interval_s: float = 1.0) -> None:
         self.exclude = exclude
         self.interval_s = interval_s
         self.peak_rss_kib = self.peak_pss_kib = 0
         self.peak_processes = 0
+        self.peak_by_title: dict[str, float] = {}
+        self.timeline: list[tuple[float, int]] = []  # (seconds since start, summed PSS KiB)
+        self._started = time.monotonic()
         self._cpu_start: dict[int, float] = {}
         self._cpu_last: dict[int, float] = {}
         self._stop = threading.Event()
@@ -74,16 +90,22 @@ class ProcessSampler:
 
     def sample(self) -> None:
         pending, rss, pss, count = [os.getpid()], 0, 0, 0
+        by_title: dict[str, float] = {}
         while pending:
             pid = pending.pop()
             if _name(pid) in self.exclude:
                 continue
             process_rss, process_pss = _memory_kib(pid)
             rss, pss, count = rss + process_rss, pss + process_pss, count + 1
+            title = _title(pid)
+            by_title[title] = by_title.get(title, 0) + process_pss
             cpu = _cpu_s(pid)
             self._cpu_start.setdefault(pid, 0.0 if self._thread.is_alive() else cpu)  # new since start: all of it
             self._cpu_last[pid] = max(cpu, self._cpu_last.get(pid, 0.0))
             pending.extend(_children(pid))
+        self.timeline.append((time.monotonic() - self._started, pss))
+        if pss > self.peak_pss_kib:
+            self.peak_by_title = by_title
         self.peak_rss_kib, self.peak_pss_kib = max(self.peak_rss_kib, rss), max(self.peak_pss_kib, pss)
         self.peak_processes = max(self.peak_processes, count)
 
@@ -104,10 +126,21 @@ class ProcessSampler:
     def cpu_s(self) -> float:
         return sum(self._cpu_last[pid] - self._cpu_start[pid] for pid in self._cpu_last)
 
+    def pss_by_quarter(self) -> list[float]:
+        """Peak summed PSS (MiB) in each quarter of the sampled time: flat when memory is bounded."""
+        end = self.timeline[-1][0] if self.timeline else 0.0
+        quarters = [0] * 4
+        for seconds, pss in self.timeline:
+            index = min(3, int(4 * seconds / end)) if end else 3
+            quarters[index] = max(quarters[index], pss)
+        return [round(kib / 1024, 1) for kib in quarters]
+
     def peak(self) -> dict:
+        by_title = sorted(self.peak_by_title.items(), key=lambda item: -item[1])
         return {"peak_rss_mib": round(self.peak_rss_kib / 1024, 1),
                 "peak_pss_mib": round(self.peak_pss_kib / 1024, 1), "processes": self.peak_processes,
-                "cpu_s": round(self.cpu_s(), 2)}
+                "cpu_s": round(self.cpu_s(), 2), "peak_pss_mib_by_quarter": self.pss_by_quarter(),
+                "peak_pss_mib_by_process": {title or "?": round(kib / 1024, 1) for title, kib in by_title}}
 
 
 class OutputWatcher:

@@ -38,6 +38,9 @@ def run_table(results: dict, source: str) -> str:
         lines.append(f"| model-only ceiling | {_fmt(c['images_per_s'])} | Predictor.forward, {c['precision']}, "
                      f"{c['memory_format']}, batch {c['batch_size']}, {c['threads']} threads, {c['images']} images | "
                      f"{_memory(c)} |")
+        if "unfolded_images_per_s" in c:  # runs before Conv+BatchNorm folding have no such figure
+            lines.append(f"| model-only, BatchNorm not folded | {_fmt(c['unfolded_images_per_s'])} | the same, "
+                         "eager model as built (reference) | |")
     if "e2e" in results:
         e = results["e2e"]
         memory = _memory(e)
@@ -51,8 +54,9 @@ def run_table(results: dict, source: str) -> str:
     if "baseline" in results:
         b = results["baseline"]
         memory = _memory(b)
-        lines += [f"| naive baseline, steady state | {_fmt(b['steady_images_per_s'])} | after the first output "
-                  f"batch ({_fmt(b['first_output_s'])} s after start) | {memory} |",
+        batch = results["settings"].get("baseline_batch_size", results["settings"]["batch_size"])
+        lines += [f"| naive baseline, steady state | {_fmt(b['steady_images_per_s'])} | batch {batch}; after the "
+                  f"first output batch ({_fmt(b['first_output_s'])} s after start) | {memory} |",
                   f"| naive baseline, pipeline | {_fmt(b['pipeline_images_per_s'])} | after Ray start-up "
                   f"({_fmt(b['ray_start_s'])} s) | |",
                   f"| naive baseline, whole run | {_fmt(b['whole_run_images_per_s'])} | {_fmt(b['whole_run_s'])} s | |"]
@@ -65,9 +69,9 @@ def run_table(results: dict, source: str) -> str:
 def scale_table(runs: list[tuple[str, dict]]) -> str:
     """One row per run: how throughput and memory move with N."""
     lines = ["| N | JPEG size | model | ceiling img/s | e2e steady img/s | e2e pipeline img/s | e2e whole img/s | "
-             "start-up s | steady / ceiling | pipeline / ceiling | peak PSS MiB | peak RSS MiB | spilled MiB | "
-             "load at start | result |",
-             "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"]
+             "start-up s | steady / ceiling | pipeline / ceiling | peak PSS MiB | PSS peak per quarter of the run "
+             "MiB | peak RSS MiB | spilled MiB | load at start | result |",
+             "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---|---|"]
     for source, r in sorted(runs, key=lambda run: run[1]["settings"]["count"]):
         s, e, c = r["settings"], r["e2e"], r.get("ceiling", {})
         lines.append(f"| {s['count']} | {s['size'][0]}×{s['size'][1]} | {s['model']} | "
@@ -75,6 +79,7 @@ def scale_table(runs: list[tuple[str, dict]]) -> str:
                      f"{_fmt(e['job_images_per_s'])} | {_fmt(e['whole_run_images_per_s'])} | "
                      f"{_fmt(e['job_startup_s'])} | {_fmt(r['ratios'].get('e2e_steady_over_ceiling'), 2)} | "
                      f"{_fmt(r['ratios'].get('e2e_pipeline_over_ceiling'), 2)} | {_fmt(e['peak_pss_mib'], 0)} | "
+                     f"{' / '.join(_fmt(q, 0) for q in e.get('peak_pss_mib_by_quarter', [])) or 'n/a'} | "
                      f"{_fmt(e['peak_rss_mib'], 0)} | {_fmt(e['object_store_spilled_mib'], 0)} | "
                      f"{r['machine']['load_avg_1_5_15_at_start'][0]} | `{source}` |")
     return "\n".join(lines)

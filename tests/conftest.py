@@ -9,6 +9,7 @@ import pytest
 
 from batchinfer.config import S3Options
 from batchinfer.demo import efficientnet_lite0_checkpoint, sample_images
+from batchinfer.models import ModelRequest
 from batchinfer.seaweed import SeaweedServer
 from tests.support import BIN, RAY_ENV, LocalRayCluster
 
@@ -64,3 +65,11 @@ def samples(s3) -> dict[str, str]:
 def cli_env(s3) -> dict[str, str]:
     """Environment for a `batchinfer` subprocess: the AWS variables of the local server, Ray settings."""
     return {**os.environ, **s3.env(), **RAY_ENV}
+
+
+@pytest.fixture(scope="session")
+def lite0(tmp_path_factory) -> ModelRequest:
+    """Pretrained EfficientNet-Lite0 (real ImageNet weights) from a local checkpoint file."""
+    path = tmp_path_factory.mktemp("lite0") / "efficientnet_lite0.pth"
+    path.write_bytes(efficientnet_lite0_checkpoint())
+    return ModelRequest("timm:efficientnet_lite0", str(path))

@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     compute.add_argument("--device", choices=DEVICES, default="auto",
                          help="auto: CUDA when the cluster has GPUs, else CPU")
     compute.add_argument("--batch-size", type=_positive_int,
-                         help="images per forward pass (default: 32 on CPU; on CUDA by GPU memory, "
+                         help="images per forward pass (default: 16 on CPU; on CUDA by GPU memory, "
                          "512 on 70+ GiB, 256 on 30+, 128 on 14+, else 64)")
     compute.add_argument("--num-workers", type=_positive_int,
                          help="inference actors (default: one per GPU, else one CPU actor)")

@@ -23,10 +23,12 @@ from batchinfer.storage import check_bucket, resolve, retry_storage
 
 DECODE_BATCH = 64         # images per decode task batch (one object-store block each)
 CPU_DECODE_SHARE = 0.5    # CPUs left beside a CPU inference actor: one decode task (0.3), never two
-CPU_WRITE_TASK = 0.05     # a Parquet write of one block is light; small enough to fit beside actor + decode
+CPU_WRITE_TASK = 0.0      # a Parquet write of one block is light: asking for none keeps Ray Data's CPU budget
+                          # (reserved for actor + decode on a 2-CPU node) from holding writes back to the end
 CPU_IN_FLIGHT_BYTES = 256 * 2**20  # on CPU, per actor: blocks waiting for the model stay under this, whatever N
 GPU_WAIT_S = 600          # how long --device cuda waits for autoscaled GPU workers
-ACTOR_CALLS_IN_FLIGHT = 2  # per actor: Ray Data batches the next input while the UDF runs
+ACTOR_CALLS_IN_FLIGHT = 2  # per actor: Ray Data batches the next input while the UDF runs (on CPU too: one
+                           # call at a time was slower, docs/benchmarks.md)
 
 
 @dataclass(frozen=True)

@@ -16,24 +16,29 @@ REPO = Path(__file__).resolve().parents[2]
 def test_harness_writes_all_sections(tmp_path: Path) -> None:
     env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"} | RAY_ENV
     command = [sys.executable, "-m", "bench.run", "--count", "12", "--size", "160x120", "--model", "resnet18",
-               "--batch-size", "4", "--workdir", str(tmp_path / "work"), "--results", str(tmp_path / "results")]
+               "--batch-size", "4", "--baseline-batch-size", "6", "--workdir", str(tmp_path / "work"), "--results", str(tmp_path / "results")]
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     [result_file] = (tmp_path / "results").glob("*.json")
     results = json.loads(result_file.read_text())
 
-    assert results["settings"] | {"count": 12, "model": "resnet18", "batch_size": 4} == results["settings"]
+    assert results["settings"] | {"count": 12, "model": "resnet18", "batch_size": 4,
+                                  "baseline_batch_size": 6} == results["settings"]
     assert results["dataset"]["count"] == 12 and results["dataset"]["mean_bytes"] > 0
     assert results["machine"]["cores"] >= 1
     assert results["decode"]["images"] == 12 and results["decode"]["images_per_s_per_core"] > 0
     ceiling = results["ceiling"]
     assert ceiling["images_per_s"] > 0 and ceiling["threads"] >= 1 and ceiling["precision"] == "fp32"
+    assert ceiling["conv_bn_folded"] and ceiling["unfolded_images_per_s"] > 0
     for stage in ("e2e", "baseline"):
         run = results[stage]
         assert run["images"] == 12
         assert run["whole_run_images_per_s"] > 0 and 0 < run["first_output_s"] <= run["whole_run_s"]
         assert run["peak_pss_mib"] > 0 and run["peak_rss_mib"] >= run["peak_pss_mib"]
         assert run["processes"] > 1 and run["object_store_spilled_mib"] >= 0
+        assert max(run["peak_pss_mib_by_quarter"]) == run["peak_pss_mib"]
+        assert abs(sum(run["peak_pss_mib_by_process"].values()) - run["peak_pss_mib"]) < 1
+        assert any(title.startswith("ray::") for title in run["peak_pss_mib_by_process"])
     e2e = results["e2e"]
     assert e2e["job_rows"] == 12 and e2e["job_errors"] == 0 and e2e["job_startup_s"] > 0
     assert e2e["whole_run_images_per_s"] == round(12 / e2e["whole_run_s"], 2)

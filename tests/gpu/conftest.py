@@ -10,8 +10,6 @@ import skimage
 import torch
 from PIL import Image
 
-from batchinfer.demo import efficientnet_lite0_checkpoint
-from batchinfer.models import ModelRequest
 
 PHOTOS = Path(skimage.__file__).parent / "data"
 JPEG_PHOTOS = ["rocket.jpg", "hubble_deep_field.jpg", "retina.jpg"]
@@ -38,9 +36,3 @@ def photo_jpegs() -> dict[str, bytes]:
     return photos
 
 
-@pytest.fixture(scope="session")
-def lite0(tmp_path_factory) -> ModelRequest:
-    """Pretrained EfficientNet-Lite0 (real ImageNet weights) from a local checkpoint file."""
-    path = tmp_path_factory.mktemp("lite0") / "efficientnet_lite0.pth"
-    path.write_bytes(efficientnet_lite0_checkpoint())
-    return ModelRequest("timm:efficientnet_lite0", str(path))
