@@ -33,7 +33,7 @@ class InferenceSettings:
 
 log = logging.getLogger(__name__)
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-CPU_BATCH_SIZE = 16  # on 2 cores ResNet-50 runs ~10 % faster at 16 than at 32 (docs/benchmarks.md)
+CPU_BATCH_SIZE = 16  # on 2 cores ResNet-50 ran faster at 16 than at 32 (docs/benchmarks.md, Levers)
 CUDA_ACTOR_BATCH = 2048  # images per inference call on CUDA: several forward batches, staged
 # Images per forward pass on CUDA, by the GPU's total memory: (at least this many GiB, batch size).
 CUDA_BATCH_SIZES = ((70, 512), (30, 256), (14, 128), (0, 64))
