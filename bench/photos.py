@@ -5,11 +5,10 @@ from __future__ import annotations
 import io
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
-
-from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # only for hints: bench.gpu uses the generator on machines without boto3
     from batchinfer.seaweed import SeaweedServer

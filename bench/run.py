@@ -31,7 +31,7 @@ import torch
 
 from batchinfer.config import JobConfig, S3Options
 from batchinfer.models import ModelRequest, load_model
-from batchinfer.pipeline import connect_ray, plan_resources, run_job
+from batchinfer.pipeline import connect_ray, inference_settings, plan_resources, run_job
 from batchinfer.predictor import CPU_BATCH_SIZE, InferenceSettings, Predictor, resolve_precision
 from batchinfer.preprocess import Preprocessor
 from batchinfer.seaweed import SeaweedServer
@@ -96,7 +96,7 @@ def fresh_ray(ray_tmp: Path) -> None:
     os.environ.update(RAY_TMPDIR=str(ray_tmp), RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="disabled")
 
 
-def inference_settings(config: JobConfig) -> InferenceSettings:
+def actor_settings(config: JobConfig) -> InferenceSettings:
     """What the job gives its inference actors (as build_dataset builds them), from plan_resources on a
     fresh local Ray, as run_job does."""
     connect_ray()
@@ -104,8 +104,7 @@ def inference_settings(config: JobConfig) -> InferenceSettings:
         resources = plan_resources(config)
     finally:
         ray.shutdown()
-    return InferenceSettings(device=resources.device, precision=config.precision, top_k=config.top_k,
-                             threads=resources.threads, compile=config.compile, batch_size=config.batch_size)
+    return inference_settings(config, resources)
 
 
 def measure_decode(preprocessor: Preprocessor, payloads: list[bytes]) -> tuple[dict, np.ndarray]:
@@ -285,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
             if "decode" not in args.stages:
                 del results["decode"]
         if "ceiling" in args.stages:
-            settings = inference_settings(config)
+            settings = actor_settings(config)
             results["ceiling"] = measure_ceiling(request, settings, crops, args.batch_size, min(args.count, 400))
             print(f"ceiling: {results['ceiling']['images_per_s']} images/s (BatchNorm not folded: "
                   f"{results['ceiling']['unfolded_images_per_s']})", flush=True)

@@ -22,7 +22,8 @@ from batchinfer.source import list_images
 from batchinfer.storage import check_bucket, resolve, retry_storage
 
 DECODE_BATCH = 64         # images per decode task batch (one object-store block each)
-CPU_DECODE_SHARE = 0.5    # CPUs left beside a CPU inference actor: one decode task (0.3), never two
+CPU_DECODE_SHARE = 0.5    # CPUs left beside a CPU inference actor: room for one decode task, never two
+CPU_DECODE_TASK = 0.3     # CPUs per decode task beside a CPU actor
 CPU_WRITE_TASK = 0.0      # a Parquet write of one block is light: asking for none keeps Ray Data's CPU budget
                           # (reserved for actor + decode on a 2-CPU node) from holding writes back to the end
 CPU_IN_FLIGHT_BYTES = 256 * 2**20  # on CPU, per actor: blocks waiting for the model stay under this, whatever N
@@ -89,7 +90,7 @@ def plan_resources(config: JobConfig) -> Resources:
     if node_cpus < 1:
         raise UserError("the Ray cluster has no CPUs to run inference on: give worker nodes CPUs")
     cpus = config.num_cpus_per_worker or max(1.0, node_cpus - CPU_DECODE_SHARE)
-    return Resources("cpu", config.num_workers or 1, cpus, 0.0, decode_cpus=CPU_DECODE_SHARE * 0.6,
+    return Resources("cpu", config.num_workers or 1, cpus, 0.0, decode_cpus=CPU_DECODE_TASK,
                      threads=max(1, math.ceil(cpus)), write_cpus=CPU_WRITE_TASK)
 
 
@@ -152,6 +153,12 @@ def use_gpu_decode(mode: str, device: str) -> bool:
     return mode == "on" or (mode == "auto" and device == "cuda")
 
 
+def inference_settings(config: JobConfig, resources: Resources) -> InferenceSettings:
+    """What each inference actor is given."""
+    return InferenceSettings(device=resources.device, precision=config.precision, top_k=config.top_k,
+                             threads=resources.threads, compile=config.compile, batch_size=config.batch_size)
+
+
 def build_dataset(config: JobConfig, request: ModelRequest, resources: Resources,
                   preprocessor: Preprocessor, paths: list[str]) -> ray.data.Dataset:
     """The Ray Data graph: path blocks → batched decode tasks → inference actor pool.
@@ -162,9 +169,7 @@ def build_dataset(config: JobConfig, request: ModelRequest, resources: Resources
     blocks = [pa.table({"path": paths[i:i + DECODE_BATCH]}) for i in range(0, len(paths), DECODE_BATCH)]
     if use_gpu_decode(config.gpu_decode, resources.device):
         preprocessor = preprocessor.passing_jpegs()
-    settings = InferenceSettings(device=resources.device, precision=config.precision, top_k=config.top_k,
-                                 threads=resources.threads, compile=config.compile,
-                                 batch_size=config.batch_size)
+    settings = inference_settings(config, resources)
     actor_batch = (max(CUDA_ACTOR_BATCH, config.batch_size or 0) if resources.device == "cuda"
                    else config.batch_size or CPU_BATCH_SIZE)
     dataset = (

@@ -37,7 +37,8 @@ def test_harness_writes_all_sections(tmp_path: Path) -> None:
         assert run["peak_pss_mib"] > 0 and run["peak_rss_mib"] >= run["peak_pss_mib"]
         assert run["processes"] > 1 and run["object_store_spilled_mib"] >= 0
         assert max(run["peak_pss_mib_by_quarter"]) == run["peak_pss_mib"]
-        assert abs(sum(run["peak_pss_mib_by_process"].values()) - run["peak_pss_mib"]) < 1
+        by_process = run["peak_pss_mib_by_process"]  # each entry and the total rounded to 0.1 MiB
+        assert abs(sum(by_process.values()) - run["peak_pss_mib"]) <= 0.05 * (len(by_process) + 1) + 1e-6
         assert any(title.startswith("ray::") for title in run["peak_pss_mib_by_process"])
     e2e = results["e2e"]
     assert e2e["job_rows"] == 12 and e2e["job_errors"] == 0 and e2e["job_startup_s"] > 0
