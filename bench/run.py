@@ -35,6 +35,7 @@ from batchinfer.pipeline import connect_ray, inference_settings, plan_resources,
 from batchinfer.predictor import CPU_BATCH_SIZE, InferenceSettings, Predictor, resolve_precision
 from batchinfer.preprocess import Preprocessor
 from batchinfer.seaweed import SeaweedServer
+from batchinfer.sink import Output
 from batchinfer.storage import resolve
 
 from bench.baseline import run_baseline
@@ -159,6 +160,7 @@ def timed_run(run, count: int, watch_uri: str, s3: S3Options) -> dict:
     pipeline_end = pipeline_end or end
     batches = [(seen, rows) for seen, rows in watcher.batches() if seen <= pipeline_end + 0.5]
     first_seen, first_rows = batches[0] if batches else (pipeline_end, count)
+    first_seen = min(first_seen, pipeline_end)  # seen by a poll after the end: it landed before the end
     steady_s = pipeline_end - first_seen
     return {"images": count, "whole_run_s": round(end - start, 3),
             "whole_run_images_per_s": round(count / (end - start), 2),
@@ -178,7 +180,8 @@ def measure_e2e(config: JobConfig, count: int) -> dict:
         return ({"job_" + key: summary.get(key) for key in keep},
                 start + summary["startup_s"] + summary["pipeline_s"])
 
-    return timed_run(run, count, config.output_uri + "_staging/", config.s3)
+    output = Output(resolve(config.output_uri, config.s3), config.s3)
+    return timed_run(run, count, output.location.uri(output.staging_root), config.s3)
 
 
 def measure_baseline(args: argparse.Namespace, s3: S3Options, input_uri: str, output_uri: str) -> dict:

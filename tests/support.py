@@ -63,19 +63,39 @@ class LocalRayCluster:
                           "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}",
                           f"--temp-dir={self.workdir}", *self.head_params], "head")
         self.wait_for_nodes(1, timeout_s)
-        for index, params in enumerate(self.worker_params):
-            self._start_node([f"--address={self.address}", *params], f"worker-{index}")
-        self.wait_for_nodes(1 + len(self.worker_params), timeout_s)
+        for index, params in enumerate(self.worker_params):  # one at a time, each retried once (join_node)
+            self.join_node(params, f"worker-{index}", timeout_s)
         return self
 
+    def join_node(self, params: list[str], name: str, timeout_s: float = 240) -> subprocess.Popen:
+        """Start one more worker node (`ray start --address … --block`), like a pod the autoscaler adds,
+        and wait until the cluster counts it. `ray start` gives up after waiting 30 s for its raylet to
+        register, which a loaded 2-core machine can exceed: a node whose start failed is started again once."""
+        count = len(self.alive_nodes()) + 1
+        node = self._start_node([f"--address={self.address}", *params], f"{name}-0")
+        try:
+            self.wait_for_nodes(count, timeout_s)
+            return node
+        except RuntimeError:
+            if node.poll() is None:
+                raise
+            self.nodes.remove(node)
+        node = self._start_node([f"--address={self.address}", *params], f"{name}-1")
+        self.wait_for_nodes(count, timeout_s)
+        return node
+
     def alive_nodes(self) -> list[dict]:
-        script = ("import json, ray; ray.init(address='{}', logging_level='ERROR'); "
-                  "print(json.dumps([n['Resources'] for n in ray.nodes() if n['Alive']]))").format(self.address)
+        """Resources of the alive nodes (marked in the output: a loaded cluster's log lines come
+        interleaved with it)."""
+        script = ("import json, ray; ray.init(address='{}', logging_level='ERROR', log_to_driver=False); "
+                  "print('NODES', json.dumps([n['Resources'] for n in ray.nodes() if n['Alive']]))"
+                  ).format(self.address)
         result = subprocess.run([sys.executable, "-c", script], env=self.env, capture_output=True,
                                 text=True, timeout=60)
         import json
 
-        return json.loads(result.stdout.strip().splitlines()[-1]) if result.returncode == 0 else []
+        found = [line for line in result.stdout.splitlines() if line.startswith("NODES ")]
+        return json.loads(found[-1].removeprefix("NODES ")) if result.returncode == 0 and found else []
 
     def wait_for_nodes(self, count: int, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
@@ -88,10 +108,12 @@ class LocalRayCluster:
             time.sleep(1)
         raise RuntimeError(f"Ray cluster did not reach {count} nodes in {timeout_s:.0f} s")
 
-    def process_ids(self, title_prefix: str) -> list[int]:
-        """Pids of this cluster's processes whose title (Ray sets `ray::<actor or task>`) starts with
-        `title_prefix`: found by session (each node is started in its own), so other Ray clusters on the machine are never matched."""
-        sessions = {node.pid for node in self.nodes if node.poll() is None}
+    def process_ids(self, title_prefix: str, node: subprocess.Popen | None = None) -> list[int]:
+        """Pids of this cluster's processes (or of one `node`'s) whose title (Ray sets `ray::<actor or
+        task>`) starts with `title_prefix`: found by session (each node is started in its own), so other
+        Ray clusters on the machine are never matched."""
+        alive = [node] if node is not None else [each for each in self.nodes if each.poll() is None]
+        sessions = {each.pid for each in alive}
         found = []
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit():

@@ -22,7 +22,7 @@ def read_output(s3_options, uri: str):
     fs = s3_filesystem(s3_options)
     prefix = uri.removeprefix("s3://").rstrip("/")
     table = pq.read_table(prefix, filesystem=fs)
-    summary = json.loads(fs.open_input_stream(f"{prefix}/_SUMMARY.json").read())
+    summary = json.loads(fs.open_input_stream(f"{prefix}.batchinfer/summary.json").read())
     success = fs.get_file_info(f"{prefix}/_SUCCESS")
     return table, summary, success
 
@@ -110,7 +110,9 @@ def test_local_directory_input_and_output(ray_cluster, tmp_path, s3) -> None:
                                 model="resnet18", weights="none", top_k=2))
     table = pq.read_table(tmp_path / "out")
     assert table.num_rows == summary["rows"] == 3
-    assert (tmp_path / "out" / "_SUCCESS").exists() and not (tmp_path / "out" / "_staging").exists()
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["_SUCCESS", "part-00000.parquet"]
+    assert not (tmp_path / "out.batchinfer" / "staging").exists()
+    assert json.loads((tmp_path / "out.batchinfer" / "summary.json").read_text())["rows"] == 3
     assert sorted(table["path"].to_pylist())[0].startswith(str(tmp_path / "in"))
 
 

@@ -15,7 +15,7 @@ from PIL import Image
 from timm.data import create_transform, resolve_data_config
 from torchvision.models import get_model_weights
 
-from batchinfer.preprocess import EvalTransform, Preprocessor, decode_image
+from batchinfer.preprocess import BadImage, EvalTransform, Preprocessor, decode_image, failure
 
 PHOTOS = Path(skimage.__file__).parent / "data"
 REAL_PHOTOS = ["coffee.png", "chelsea.png", "astronaut.png", "rocket.jpg", "motorcycle_left.png"]
@@ -112,11 +112,13 @@ def test_large_jpeg_is_decoded_at_reduced_size_with_same_content() -> None:
     assert np.abs(crop.astype(np.int16) - reference).mean() < 3
 
 
-@pytest.mark.parametrize("payload", [b"", b"not an image at all", encode(coffee(), "JPEG")[:300]],
+@pytest.mark.parametrize(("payload", "kind"), [(b"", "empty"), (b"not an image at all", "not_an_image"),
+                                               (encode(coffee(), "JPEG")[:300], "decode")],
                          ids=["empty", "text", "truncated"])
-def test_undecodable_bytes_raise(payload: bytes) -> None:
-    with pytest.raises(Exception):
+def test_undecodable_bytes_raise(payload: bytes, kind: str) -> None:
+    with pytest.raises((BadImage, OSError)) as raised:
         decode_image(payload, 256)
+    assert failure(raised.value).kind == kind
 
 
 def test_batch_turns_failures_into_error_rows(tmp_path: Path) -> None:
@@ -126,6 +128,7 @@ def test_batch_turns_failures_into_error_rows(tmp_path: Path) -> None:
     paths = [str(tmp_path / "good.png"), str(tmp_path / "bad.jpg"), str(tmp_path / "missing.png")]
     out = pre({"path": np.array(paths, dtype=object)})
     assert out["image"].shape == (3, 224, 224, 3) and out["image"].dtype == np.uint8
-    assert out["error"][0] is None
-    assert out["error"][1] and out["error"][2].startswith("OSError: read failed")
+    assert out["error"][0] is None and out["error_kind"][0] is None
+    assert out["error"][1] and out["error_kind"][1] == "not_an_image"  # no JPEG signature: no format
+    assert out["error"][2].startswith("read failed: FileNotFoundError") and out["error_kind"][2] == "read"
     assert list(out["true_label"]) == ["good", "bad", "missing"]

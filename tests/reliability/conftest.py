@@ -84,6 +84,11 @@ def keys(server: SeaweedServer, bucket: str, prefix: str) -> list[str]:
             for obj in page.get("Contents", [])]
 
 
+def meta(prefix: str) -> str:
+    """The run's own files beside an output prefix (`out/` -> `out.batchinfer/`)."""
+    return prefix.rstrip("/") + ".batchinfer/"
+
+
 def read_output(server: SeaweedServer, bucket: str, prefix: str):
     """The committed output: (table of all part files, summary dict, object keys at the prefix)."""
     client = server.client()
@@ -91,8 +96,16 @@ def read_output(server: SeaweedServer, bucket: str, prefix: str):
     parts = sorted(key for key in names if key.startswith(prefix + "part-"))
     tables = [pq.read_table(io.BytesIO(client.get_object(Bucket=bucket, Key=key)["Body"].read()))
               for key in parts]
-    summary = json.loads(client.get_object(Bucket=bucket, Key=prefix + "_SUMMARY.json")["Body"].read())
+    summary = json.loads(client.get_object(Bucket=bucket, Key=meta(prefix) + "summary.json")["Body"].read())
     return pa.concat_tables(tables), summary, names
+
+
+def staged_rows(server: SeaweedServer, bucket: str, prefix: str) -> int:
+    """Rows in the Parquet files a running job has staged so far (read from their footers)."""
+    client = server.client()
+    staged = [key for key in keys(server, bucket, meta(prefix) + "staging/") if key.endswith(".parquet")]
+    return sum(pq.ParquetFile(io.BytesIO(client.get_object(Bucket=bucket, Key=key)["Body"].read())).metadata.num_rows
+               for key in staged)
 
 
 class Driver:
@@ -120,7 +133,7 @@ class Driver:
         """Block until the run has staged `count` Parquet files (i.e. it is mid-run)."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            staged = [key for key in keys(server, bucket, prefix + "_staging/") if key.endswith(".parquet")]
+            staged = [key for key in keys(server, bucket, meta(prefix) + "staging/") if key.endswith(".parquet")]
             if len(staged) >= count:
                 return
             if self.process.poll() is not None:

@@ -8,7 +8,7 @@ import pytest
 
 from batchinfer.demo import efficientnet_lite0_checkpoint
 from tests.reliability.catalog import NON_IMAGES, bad_input_catalog
-from tests.reliability.conftest import SECRET, Driver, job_env, keys, read_output, upload
+from tests.reliability.conftest import SECRET, Driver, job_env, keys, meta, read_output, upload
 
 BUCKET = "catalog"
 OUTPUT = "predictions/"
@@ -46,13 +46,18 @@ def test_every_bad_input_gets_one_row(catalog_run) -> None:
 
 
 def test_error_rows_say_what_is_wrong(catalog_run) -> None:
-    _, _, (table, _, _) = catalog_run
-    errors = {row["path"].rsplit("/", 1)[1]: row["error"] for row in table.to_pylist() if row["error"]}
-    assert "empty file" in errors["zero-bytes.jpg"]
-    assert "truncated" in errors["truncated.jpg"]
-    assert "cannot identify image" in errors["random-bytes.jpg"]
-    assert "cannot identify image" in errors["text-file.png"]
-    assert "DecompressionBomb" in errors["bomb.png"]
+    _, _, (table, summary, _) = catalog_run
+    errors = {row["path"].rsplit("/", 1)[1]: row for row in table.to_pylist() if row["error"]}
+    expected = {"zero-bytes.jpg": ("empty", "empty file"), "truncated.jpg": ("decode", "truncated"),
+                "random-bytes.jpg": ("not_an_image", "cannot identify image"),
+                "text-file.png": ("not_an_image", "cannot identify image"),
+                "bomb.png": ("too_large", "--max-image-pixels")}
+    assert sorted(errors) == sorted(expected)
+    for name, (kind, words) in expected.items():
+        row = errors[name]
+        assert row["error_kind"] == kind and words in row["error"] and " object at 0x" not in row["error"], row
+    kinds = [kind for kind, _ in expected.values()]
+    assert summary["errors_by_kind"] == {kind: kinds.count(kind) for kind in sorted(set(kinds))}
 
 
 def test_odd_formats_are_decoded_faithfully(catalog_run) -> None:
@@ -65,12 +70,14 @@ def test_odd_formats_are_decoded_faithfully(catalog_run) -> None:
 
 
 def test_committed_layout(catalog_run, store) -> None:
-    """Part files, `_SUMMARY.json` listing them with row counts, `_SUCCESS`; no staging left."""
+    """Only part files and `_SUCCESS` at the output prefix; the summary beside it lists the part files
+    with row counts; no staging left."""
     _, _, (table, summary, names) = catalog_run
     parts = sorted(name.removeprefix(OUTPUT) for name in names if "/part-" in "/" + name)
     assert [f["name"] for f in summary["files"]] == parts and parts
     assert sum(f["rows"] for f in summary["files"]) == table.num_rows
-    assert OUTPUT + "_SUCCESS" in names and not keys(store, BUCKET, OUTPUT + "_staging/")
+    assert sorted(names) == sorted([OUTPUT + "_SUCCESS", *(OUTPUT + part for part in parts)])
+    assert not keys(store, BUCKET, meta(OUTPUT) + "staging/")
 
 
 def _files_containing(root: Path, needle: bytes) -> list[str]:
@@ -95,5 +102,5 @@ def test_credentials_are_never_printed_or_written(catalog_run, store, cluster) -
     assert len(logs) > 10  # the search really covers the session's logs
     assert _files_containing(cluster.workdir, SECRET.encode()) == []
     client = store.client()
-    for name in names:
+    for name in names + keys(store, BUCKET, meta(OUTPUT)):  # the part files, the summary beside them
         assert SECRET.encode() not in client.get_object(Bucket=BUCKET, Key=name)["Body"].read(), name

@@ -30,6 +30,7 @@ MISTAKES = [
     ("empty prefix", ["--input", f"s3://{BUCKET}/nothing-here/"], {}, ["found nothing", "check the input"]),
     ("prefix without images", ["--input", f"s3://{BUCKET}/not-images/"], {}, ["no images", "must end in"]),
     ("output inside input", ["--output", INPUT + "predictions/"], {}, ["inside --input", "outside the input"]),
+    ("output at a bucket root", ["--output", f"s3://{BUCKET}/"], {}, ["bucket or filesystem root", "give a prefix"]),
     ("unreachable endpoint", ["--s3-endpoint", "http://127.0.0.1:{port}"], {}, ["cannot reach", "AWS_ENDPOINT_URL"]),
     ("wrong secret", [], {"AWS_SECRET_ACCESS_KEY": "not-the-secret"}, ["denied", "AWS_SECRET_ACCESS_KEY"]),
     ("half the key pair", [], {"AWS_SECRET_ACCESS_KEY": ""}, ["only one of", "set both"]),
@@ -49,6 +50,7 @@ MISTAKES = [
     ("--batch-size 0", ["--batch-size", "0"], {}, ["--batch-size", "must be at least 1", "--help"]),
     ("--storage-timeout -1", ["--storage-timeout", "-1"], {}, ["--storage-timeout", "greater than 0"]),
     ("unknown --device", ["--device", "tpu"], {}, ["--device", "invalid choice", "--help"]),
+    ("--wait-for-lease -1", ["--wait-for-lease", "-1"], {}, ["--wait-for-lease must be 0 or more seconds"]),
 ]
 
 

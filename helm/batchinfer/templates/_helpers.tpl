@@ -23,6 +23,38 @@ Fully qualified name = the RayJob name. KubeRay limits RayJob names to 47 charac
 {{- end }}
 
 {{/*
+The run identity: job.runId, or a short hash of what the run computes: the job values and the
+device switch cpuFallback.enabled (toJson sorts map keys, so the same values always give the same
+id). A numeric id (--set job.runId=$(date +%Y%m%d) parses as a number) is written as an integer.
+*/}}
+{{- define "batchinfer.runId" -}}
+{{- $id := .Values.job.runId }}
+{{- if or (kindIs "float64" $id) (kindIs "int64" $id) (kindIs "int" $id) }}{{ $id = printf "%d" (int64 $id) }}{{ end }}
+{{- $computes := dict "job" (omit .Values.job "runId") "cpuFallback" .Values.cpuFallback.enabled }}
+{{- $id | default ($computes | toJson | sha256sum | trunc 8) }}
+{{- end }}
+
+{{/*
+The RayJob name: <fullname>-<runId>, at most 47 characters (KubeRay's MaxRayJobNameLength).
+KubeRay names the submitter Job after it, and the RayCluster <name>-<5 random characters>.
+*/}}
+{{- define "batchinfer.rayJobName" -}}
+{{- $id := include "batchinfer.runId" . }}
+{{- printf "%s-%s" (include "batchinfer.fullname" . | trunc (int (sub 46 (len $id))) | trimSuffix "-") $id }}
+{{- end }}
+
+{{/*
+The output prefix of this run: <job.output>/<runId>/ with job.outputPerRun, else job.output.
+*/}}
+{{- define "batchinfer.output" -}}
+{{- if .Values.job.outputPerRun }}
+{{- printf "%s/%s/" (trimSuffix "/" .Values.job.output) (include "batchinfer.runId" .) }}
+{{- else }}
+{{- .Values.job.output }}
+{{- end }}
+{{- end }}
+
+{{/*
 Chart label value.
 */}}
 {{- define "batchinfer.chart" -}}
@@ -64,6 +96,7 @@ ServiceAccount name.
 
 {{/*
 Container image: tag defaults to appVersion, "<appVersion>-cpu" under cpuFallback.
+No public image is published: image.repository is required, and building and pushing it is step one.
 */}}
 {{- define "batchinfer.image" -}}
 {{- $tag := .Values.image.tag }}
@@ -73,7 +106,107 @@ Container image: tag defaults to appVersion, "<appVersion>-cpu" under cpuFallbac
 {{- $tag = printf "%s-cpu" $tag }}
 {{- end }}
 {{- end }}
+{{- if not .Values.image.repository }}
+{{- $make := ternary "make image-cpu IMAGE_CPU" "make image IMAGE" .Values.cpuFallback.enabled }}
+{{- fail (printf "image.repository is not set: no public batchinfer image exists, so step one is to build and push yours (%s=<registry>/batchinfer:%s && docker push <registry>/batchinfer:%s), then pass --set image.repository=<registry>/batchinfer" $make $tag $tag) }}
+{{- end }}
 {{- printf "%s:%s" .Values.image.repository $tag }}
+{{- end }}
+
+{{/*
+Image of one pod: (dict "root" $ "cpu" <bool>). cpu: the CPU-only variant <tag or appVersion>-cpu
+(under cpuFallback every pod already uses it).
+*/}}
+{{- define "batchinfer.podImage" -}}
+{{- if and .cpu (not .root.Values.cpuFallback.enabled) }}
+{{- printf "%s:%s-cpu" .root.Values.image.repository (default .root.Chart.AppVersion .root.Values.image.tag) }}
+{{- else }}
+{{- include "batchinfer.image" .root }}
+{{- end }}
+{{- end }}
+
+{{/*
+ServiceAccount of the head pod. With autoscaling, KubeRay v1.7.0 binds its autoscaler Role (pods
+get/list/watch/patch, rayclusters get/patch) to the head pod's ServiceAccount (common/rbac.go
+BuildRoleBinding, utils.GetHeadGroupServiceAccountName), so the head gets its own one and the
+workers' and submitter's ServiceAccount stays without Kubernetes API rights. KubeRay passes the
+name through utils.CheckName (at most 50 characters, starting with a letter): the default keeps it so.
+*/}}
+{{- define "batchinfer.headServiceAccountName" -}}
+{{- $sa := .Values.autoscalerServiceAccount }}
+{{- if and .Values.autoscaling.enabled $sa.create }}
+{{- default (printf "%s-autoscaler" (include "batchinfer.fullname" . | trunc 39 | trimSuffix "-")) $sa.name }}
+{{- else if and .Values.autoscaling.enabled $sa.name }}
+{{- $sa.name }}
+{{- else }}
+{{- include "batchinfer.serviceAccountName" . }}
+{{- end }}
+{{- end }}
+
+{{/*
+A Kubernetes quantity (8Gi, 512Mi, 2G, 1073741824) in bytes, as an integer string.
+*/}}
+{{- define "batchinfer.bytes" -}}
+{{- $q := toString . }}
+{{- if not (regexMatch "^[0-9]+(\\.[0-9]+)?([KMGTPE]i|[kMGTPE])?$" $q) }}
+{{- fail (printf "cannot read %q as a memory size: use e.g. 512Mi, 8Gi or a number of bytes" $q) }}
+{{- end }}
+{{- $num := float64 (regexFind "^[0-9]+(\\.[0-9]+)?" $q) }}
+{{- $unit := trimPrefix (regexFind "^[0-9]+(\\.[0-9]+)?" $q) $q }}
+{{- $mult := dict "" 1.0 "k" 1e3 "M" 1e6 "G" 1e9 "T" 1e12 "P" 1e15 "E" 1e18 "Ki" 1024.0 "Mi" 1048576.0 "Gi" 1073741824.0 "Ti" 1099511627776.0 "Pi" 1125899906842624.0 "Ei" 1152921504606846976.0 }}
+{{- printf "%.0f" (floor (mulf $num (get $mult $unit))) }}
+{{- end }}
+
+{{/*
+rayStartParams of one Ray group, as YAML: (dict "root" $ "group" <head values or merged worker group>).
+With an explicit shmSize, object-store-memory = min(30% of the memory limit, 95% of shmSize): the
+store Ray would pick (Ray 2.60 ray._private.utils.resolve_object_store_memory: 30% of memory),
+capped so that it fits in /dev/shm (otherwise ray._private.services.determine_plasma_store_config
+puts it in /tmp, on disk). An explicit object-store-memory must fit in /dev/shm: the declared
+shmSize, or the memory limit that KubeRay sizes its injected /dev/shm to.
+*/}}
+{{- define "batchinfer.rayStartParams" -}}
+{{- $g := .group }}
+{{- $params := deepCopy (default (dict) $g.rayStartParams) }}
+{{- $name := default "head" $g.name }}
+{{- $shm := include "batchinfer.bytes" (default $g.memory $g.shmSize) | float64 }}
+{{- if hasKey $params "object-store-memory" }}
+{{- $store := get $params "object-store-memory" | float64 }}
+{{- if gt $store $shm }}
+{{- fail (printf "%s: rayStartParams object-store-memory (%s bytes) does not fit in /dev/shm (%s, the group's %s): Ray would put the object store on disk. Lower it or raise the size" $name (get $params "object-store-memory") (default $g.memory $g.shmSize) (ternary "shmSize" "memory limit" (not (empty $g.shmSize)))) }}
+{{- end }}
+{{- else if $g.shmSize }}
+{{- $default := mulf (include "batchinfer.bytes" $g.memory | float64) 0.3 }}
+{{- $_ := set $params "object-store-memory" (printf "%.0f" (floor (min $default (mulf $shm 0.95)))) }}
+{{- end }}
+{{- toYaml $params }}
+{{- end }}
+
+{{/*
+The largest number of inference actors the worker groups can hold at maxReplicas, for
+`--num-workers 1-MAX`: per GPU group maxReplicas x floor(gpus / GPUs per actor); under cpuFallback
+one CPU actor per worker pod. Fails when no group can hold one.
+*/}}
+{{- define "batchinfer.maxInferenceActors" -}}
+{{- $perActor := 1.0 }}
+{{- if gt (float64 .Values.job.numGpusPerWorker) 0.0 }}{{ $perActor = float64 .Values.job.numGpusPerWorker }}{{ end }}
+{{- $total := 0 }}
+{{- range .Values.workerGroups }}
+{{- $g := include "batchinfer.workerGroup" (dict "root" $ "group" .) | fromYaml }}
+{{- if $.Values.cpuFallback.enabled }}
+{{- $total = add $total (int64 $g.maxReplicas) }}
+{{- else }}
+{{- $total = add $total (mul (int64 $g.maxReplicas) (int64 (floor (divf (float64 $g.gpus) $perActor)))) }}
+{{- end }}
+{{- end }}
+{{- if lt (int64 $total) 1 }}
+{{- if .Values.cpuFallback.enabled }}
+{{- fail "no worker group can run an inference actor: give a worker group maxReplicas >= 1" }}
+{{- else }}
+{{- fail (printf "no worker group can run an inference actor: give a group gpus >= job.numGpusPerWorker (%v) and maxReplicas >= 1, or set cpuFallback.enabled=true" $perActor) }}
+{{- end }}
+{{- end }}
+{{- $total }}
 {{- end }}
 
 {{/*
@@ -96,12 +229,15 @@ The job's argv as a list (before quoting).
 */}}
 {{- define "batchinfer.jobArgs" -}}
 {{- $j := .Values.job }}
-{{- $args := list "batchinfer" "run" "--input" $j.input "--output" $j.output "--model" $j.model "--weights" $j.weights }}
+{{- $args := list "batchinfer" "run" "--input" $j.input "--output" (include "batchinfer.output" .) "--model" $j.model "--weights" $j.weights }}
 {{- with $j.categories }}{{ $args = concat $args (list "--categories" .) }}{{ end }}
 {{- if gt (int64 $j.batchSize) 0 }}{{ $args = concat $args (list "--batch-size" (toString (int64 $j.batchSize))) }}{{ end }}
-{{- $device := ternary "cpu" $j.device .Values.cpuFallback.enabled }}
+{{- /* auto -> cuda: GPU groups may still be scaling up when the driver starts, and --device cuda waits
+     for them (pending GPU demand the autoscaler acts on) where auto would see 0 GPUs and pick the CPU */}}
+{{- $device := ternary "cpu" (ternary "cuda" $j.device (eq $j.device "auto")) .Values.cpuFallback.enabled }}
 {{- $args = concat $args (list "--device" $device) }}
-{{- if gt (int64 $j.numWorkers) 0 }}{{ $args = concat $args (list "--num-workers" (toString (int64 $j.numWorkers))) }}{{ end }}
+{{- if gt (int64 $j.numWorkers) 0 }}{{ $args = concat $args (list "--num-workers" (toString (int64 $j.numWorkers))) }}
+{{- else }}{{ $args = concat $args (list "--num-workers" (printf "1-%s" (include "batchinfer.maxInferenceActors" .))) }}{{ end }}
 {{- if gt (float64 $j.numGpusPerWorker) 0.0 }}{{ $args = concat $args (list "--num-gpus-per-worker" (toString $j.numGpusPerWorker)) }}{{ end }}
 {{- $args = concat $args (list "--top-k" (toString (int64 $j.topK))) }}
 {{- with $j.labelFromPath }}{{ $args = concat $args (list "--label-from-path" .) }}{{ end }}
@@ -176,12 +312,35 @@ Call with (dict "root" $ "group" $group); returns YAML.
 {{- end }}
 {{- $_ := set $g "gpus" 0 }}
 {{- end }}
+{{- if eq (int64 $g.gpus) 0 }}
+{{- $gpuKey := $g.gpuResourceName }}
+{{- $kept := list }}
+{{- range $g.tolerations }}{{ if ne (get . "key") $gpuKey }}{{ $kept = append $kept . }}{{ end }}{{ end }}
+{{- $_ := set $g "tolerations" $kept }}
+{{- end }}
 {{- $replicas := int64 (default 1 (get .group "replicas")) }}
 {{- if hasKey .group "replicas" }}{{ $replicas = int64 .group.replicas }}{{ end }}
 {{- $_ := set $g "replicas" $replicas }}
 {{- $_ := set $g "minReplicas" (ternary (int64 .group.minReplicas) $replicas (hasKey .group "minReplicas")) }}
 {{- $_ := set $g "maxReplicas" (ternary (int64 .group.maxReplicas) $replicas (hasKey .group "maxReplicas")) }}
 {{- toYaml $g }}
+{{- end }}
+
+{{/*
+Affinity of a pod: (dict "root" $ "affinity" <map> "avoidGpuNodes" <bool>). With avoidGpuNodes and no
+nodeAffinity of its own, a required node affinity term keeps the pod off nodes that carry any of
+gpuNodeLabels (one term: its expressions must all hold).
+*/}}
+{{- define "batchinfer.affinity" -}}
+{{- $affinity := deepCopy (default (dict) .affinity) }}
+{{- if and .avoidGpuNodes .root.Values.gpuNodeLabels (not (hasKey $affinity "nodeAffinity")) }}
+{{- $expressions := list }}
+{{- range .root.Values.gpuNodeLabels }}
+{{- $expressions = append $expressions (dict "key" . "operator" "DoesNotExist") }}
+{{- end }}
+{{- $_ := set $affinity "nodeAffinity" (dict "requiredDuringSchedulingIgnoredDuringExecution" (dict "nodeSelectorTerms" (list (dict "matchExpressions" $expressions)))) }}
+{{- end }}
+{{- if $affinity }}{{ toYaml $affinity }}{{ end }}
 {{- end }}
 
 {{/*
@@ -194,6 +353,7 @@ Call with (dict "root" $ "kind" "head"|"worker" "group" <head values or merged w
 {{- $isHead := eq .kind "head" }}
 {{- $gpus := 0 }}
 {{- if not $isHead }}{{ $gpus = int64 $g.gpus }}{{ end }}
+{{- $avoidGpuNodes := and $g.avoidGpuNodes (eq $gpus 0) }}
 metadata:
   labels:
     {{- include "batchinfer.labels" $root | nindent 4 }}
@@ -206,7 +366,7 @@ metadata:
     {{- toYaml . | nindent 4 }}
   {{- end }}
 spec:
-  serviceAccountName: {{ include "batchinfer.serviceAccountName" $root }}
+  serviceAccountName: {{ ternary (include "batchinfer.headServiceAccountName" $root) (include "batchinfer.serviceAccountName" $root) $isHead }}
   {{- /* Only the head's autoscaler sidecar talks to the Kubernetes API. */}}
   automountServiceAccountToken: {{ and $isHead $root.Values.autoscaling.enabled }}
   {{- with $root.Values.imagePullSecrets }}
@@ -228,13 +388,13 @@ spec:
   tolerations:
     {{- toYaml . | nindent 4 }}
   {{- end }}
-  {{- with $g.affinity }}
+  {{- with include "batchinfer.affinity" (dict "root" $root "affinity" $g.affinity "avoidGpuNodes" $avoidGpuNodes) }}
   affinity:
-    {{- toYaml . | nindent 4 }}
+    {{- . | nindent 4 }}
   {{- end }}
   containers:
     - name: {{ ternary "ray-head" "ray-worker" $isHead }}
-      image: {{ include "batchinfer.image" $root }}
+      image: {{ include "batchinfer.podImage" (dict "root" $root "cpu" (and $isHead $g.useCpuImage)) }}
       imagePullPolicy: {{ $root.Values.image.pullPolicy }}
       env:
         {{- include "batchinfer.env" $root | trim | nindent 8 }}
@@ -268,17 +428,23 @@ spec:
         preStop:
           exec:
             command: ["/bin/sh", "-c", "ray stop"]
+      {{- /* No shmSize: no /dev/shm here, so KubeRay mounts one sized to the memory limit
+             (common/pod.go BuildPod -> addEmptyDir -> makeEmptyDirVolume). */}}
       volumeMounts:
+        {{- if $g.shmSize }}
         - name: dshm
           mountPath: /dev/shm
-        - name: ray-tmp
+        {{- end }}
+        - name: ray-logs
           mountPath: /tmp/ray
   volumes:
+    {{- if $g.shmSize }}
     - name: dshm
       emptyDir:
         medium: Memory
         sizeLimit: {{ $g.shmSize | quote }}
-    - name: ray-tmp
+    {{- end }}
+    - name: ray-logs
       emptyDir: {}
 {{- end }}
 
@@ -288,9 +454,9 @@ each failing with a message that names the values to change.
 */}}
 {{- define "batchinfer.validate" -}}
 {{- $v := .Values }}
-{{- $name := include "batchinfer.fullname" . }}
+{{- $name := include "batchinfer.rayJobName" . }}
 {{- if not (regexMatch "^[a-z]([-a-z0-9]*[a-z0-9])?$" $name) }}
-{{- fail (printf "the RayJob name %q (release name / fullnameOverride) must be a DNS-1035 label: lowercase letters, digits and '-', starting with a letter" $name) }}
+{{- fail (printf "the RayJob name %q (release name / fullnameOverride, then job.runId) must be a DNS-1035 label: lowercase letters, digits and '-', starting with a letter" $name) }}
 {{- end }}
 {{- if $v.cpuFallback.enabled }}
 {{- if eq $v.job.device "cuda" }}
@@ -317,17 +483,62 @@ each failing with a message that names the values to change.
 {{- fail (printf "workerGroups[%s]: replicas (%v) must lie between minReplicas (%v) and maxReplicas (%v)" $group.name $g.replicas $g.minReplicas $g.maxReplicas) }}
 {{- end }}
 {{- end }}
+{{- /* KubeRay v1.7.0 ray-operator/controllers/ray/utils/validation.go: ValidateRayJobSpec,
+       validateDeletionConfiguration, validateDeletionRules, validateLegacyDeletionPolicies. */}}
 {{- $rj := $v.rayJob }}
+{{- $ds := default (dict) $rj.deletionStrategy }}
+{{- $rules := $ds.deletionRules }}
+{{- $legacy := or $ds.onSuccess $ds.onFailure }}
 {{- if and (not $rj.shutdownAfterJobFinishes) (gt (int64 $rj.ttlSecondsAfterFinished) 0) }}
 {{- fail "rayJob.ttlSecondsAfterFinished needs rayJob.shutdownAfterJobFinishes: true (set the TTL to 0 or turn shutdown on)" }}
 {{- end }}
 {{- if and (or $rj.suspend $rj.queueName) (not $rj.shutdownAfterJobFinishes) }}
-{{- fail "rayJob.suspend / rayJob.queueName (Kueue) need rayJob.shutdownAfterJobFinishes: true" }}
+{{- fail "rayJob.suspend / rayJob.queueName (Kueue) need rayJob.shutdownAfterJobFinishes: true (and rayJob.deletionStrategy.deletionRules=null)" }}
 {{- end }}
-{{- if and $rj.deletionStrategy.deletionRules $rj.shutdownAfterJobFinishes }}
-{{- fail "rayJob.deletionStrategy.deletionRules and rayJob.shutdownAfterJobFinishes: true are mutually exclusive (KubeRay): set shutdownAfterJobFinishes: false and ttlSecondsAfterFinished: 0, or use onSuccess/onFailure" }}
+{{- if and $rules $rj.shutdownAfterJobFinishes }}
+{{- fail "rayJob.deletionStrategy.deletionRules and rayJob.shutdownAfterJobFinishes: true are mutually exclusive (KubeRay): set shutdownAfterJobFinishes: false and ttlSecondsAfterFinished: 0, or drop the rules with rayJob.deletionStrategy.deletionRules=null" }}
 {{- end }}
-{{- if and $rj.deletionStrategy.deletionRules (or $rj.deletionStrategy.onSuccess $rj.deletionStrategy.onFailure) }}
-{{- fail "rayJob.deletionStrategy: use either deletionRules or onSuccess+onFailure, not both" }}
+{{- if and $rules $legacy }}
+{{- fail "rayJob.deletionStrategy: use either deletionRules or onSuccess+onFailure, not both (set rayJob.deletionStrategy.deletionRules=null to use onSuccess/onFailure)" }}
+{{- end }}
+{{- $ttls := dict }}
+{{- range $i, $rule := $rules }}
+{{- if and $v.autoscaling.enabled (eq $rule.policy "DeleteWorkers") }}
+{{- fail (printf "rayJob.deletionStrategy.deletionRules[%d]: DeleteWorkers is not supported with autoscaling.enabled (KubeRay): use DeleteCluster, or turn autoscaling off" $i) }}
+{{- end }}
+{{- if and (hasKey $rule.condition "jobStatus") (hasKey $rule.condition "jobDeploymentStatus") }}
+{{- fail (printf "rayJob.deletionStrategy.deletionRules[%d].condition: set jobStatus or jobDeploymentStatus, not both" $i) }}
+{{- end }}
+{{- if not (or (hasKey $rule.condition "jobStatus") (hasKey $rule.condition "jobDeploymentStatus")) }}
+{{- fail (printf "rayJob.deletionStrategy.deletionRules[%d].condition: set exactly one of jobStatus and jobDeploymentStatus" $i) }}
+{{- end }}
+{{- $when := ternary (printf "jobStatus %v" $rule.condition.jobStatus) (printf "jobDeploymentStatus %v" $rule.condition.jobDeploymentStatus) (hasKey $rule.condition "jobStatus") }}
+{{- $byPolicy := get $ttls $when | default (dict) }}
+{{- if hasKey $byPolicy $rule.policy }}
+{{- fail (printf "rayJob.deletionStrategy.deletionRules[%d]: a second %s rule for %s" $i $rule.policy $when) }}
+{{- end }}
+{{- $_ := set $byPolicy $rule.policy (int64 (default 0 $rule.condition.ttlSeconds)) }}
+{{- $_ := set $ttls $when $byPolicy }}
+{{- end }}
+{{- /* validateTTLConsistency: per condition, TTLs of DeleteWorkers <= DeleteCluster <= DeleteSelf. */}}
+{{- range $when, $byPolicy := $ttls }}
+{{- $previous := "" }}
+{{- range list "DeleteWorkers" "DeleteCluster" "DeleteSelf" }}
+{{- if hasKey $byPolicy . }}
+{{- if and $previous (lt (get $byPolicy .) (get $byPolicy $previous)) }}
+{{- fail (printf "rayJob.deletionStrategy.deletionRules for %s: the %s ttlSeconds (%v) must not be below the %s one (%v): KubeRay deletes workers, then the cluster, then the RayJob" $when . (get $byPolicy .) $previous (get $byPolicy $previous)) }}
+{{- end }}
+{{- $previous = . }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- if $legacy }}
+{{- $policies := list $ds.onSuccess.policy $ds.onFailure.policy }}
+{{- if and $v.autoscaling.enabled (has "DeleteWorkers" $policies) }}
+{{- fail "rayJob.deletionStrategy onSuccess/onFailure DeleteWorkers is not supported with autoscaling.enabled (KubeRay): use DeleteCluster, or turn autoscaling off" }}
+{{- end }}
+{{- if and $rj.shutdownAfterJobFinishes (has "DeleteNone" $policies) }}
+{{- fail "rayJob.deletionStrategy onSuccess/onFailure DeleteNone contradicts rayJob.shutdownAfterJobFinishes: true (KubeRay): set shutdownAfterJobFinishes: false and ttlSecondsAfterFinished: 0, or choose another policy" }}
+{{- end }}
 {{- end }}
 {{- end }}

@@ -1,0 +1,180 @@
+"""What KubeRay v1.7.0 and Ray 2.60 do with a rendered RayJob, written out so tests can check it.
+
+Each function names the upstream code it follows (KubeRay: github.com/ray-project/kuberay at tag
+v1.7.0, ray-operator/...; Ray: the installed ray package). Read them there; nothing is copied.
+"""
+from __future__ import annotations
+
+import math
+import re
+from decimal import Decimal
+from typing import Iterator
+
+_SUFFIX = {"": 1, "m": Decimal("0.001"), "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15,
+           "E": 10**18, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
+
+
+def quantity(value) -> Decimal:
+    """A Kubernetes resource quantity (k8s.io/apimachinery resource.Quantity) as a number."""
+    match = re.fullmatch(r"([0-9.]+)([a-zA-Z]*)", str(value))
+    assert match and match.group(2) in _SUFFIX, f"not a quantity: {value!r}"
+    return Decimal(match.group(1)) * _SUFFIX[match.group(2)]
+
+
+def ray_container(template: dict) -> dict:
+    """KubeRay's Ray container is the first one (utils.RayContainerIndex = 0)."""
+    return template["spec"]["containers"][0]
+
+
+def is_gpu_resource_key(key: str) -> bool:
+    """ray-operator/controllers/ray/utils/resources.go IsGPUResourceKey."""
+    return key.endswith("gpu") or re.search(r"nvidia\.com/mig-\d+g\.\d+gb$", key) is not None
+
+
+def ray_start_params(params: dict, container: dict) -> dict:
+    """The `ray start` parameters KubeRay runs a pod with: common/pod.go generateRayStartCommand.
+    num-cpus from the CPU limit (else the request), memory from the memory limit, num-gpus from the
+    first GPU resource in the limits (addWellKnownAcceleratorResources), unless set explicitly.
+    resource.Quantity.Value() rounds up, so a CPU limit of 7.5 becomes num-cpus 8."""
+    params = dict(params)
+    resources = container.get("resources", {})
+    limits, requests = resources.get("limits", {}), resources.get("requests", {})
+    if "num-cpus" not in params:
+        cpu = limits.get("cpu") or requests.get("cpu")
+        if cpu is not None:
+            params["num-cpus"] = str(math.ceil(quantity(cpu)))
+    if "memory" not in params and "memory" in limits:
+        params["memory"] = str(math.ceil(quantity(limits["memory"])))
+    if "num-gpus" not in params:
+        for key in sorted(limits):
+            if is_gpu_resource_key(key) and quantity(limits[key]) > 0:
+                params["num-gpus"] = str(math.ceil(quantity(limits[key])))
+                break
+    return params
+
+
+def dev_shm_bytes(template: dict, params: dict) -> int | None:
+    """Size of /dev/shm in the Ray container, as KubeRay builds the pod: common/pod.go BuildPod.
+    A container that mounts /dev/shm itself keeps its volume (addEmptyDir -> checkIfVolumeMounted);
+    otherwise KubeRay adds the `shared-mem` Memory emptyDir sized to the container's memory limit,
+    else its request (makeEmptyDirVolume -> findMemoryReqOrLimit); with plasma-directory set it adds
+    none (None). A memory-backed emptyDir's tmpfs is as large as its sizeLimit."""
+    container = ray_container(template)
+    mounts = {m["mountPath"]: m["name"] for m in container.get("volumeMounts", [])}
+    if "/dev/shm" in mounts:
+        volume = next(v for v in template["spec"].get("volumes", []) if v["name"] == mounts["/dev/shm"])
+        assert volume["emptyDir"]["medium"] == "Memory", volume
+        return int(quantity(volume["emptyDir"]["sizeLimit"]))
+    if "plasma-directory" in params:
+        return None
+    resources = container.get("resources", {})
+    memory = resources.get("limits", {}).get("memory") or resources.get("requests", {}).get("memory")
+    return int(quantity(memory)) if memory is not None else None
+
+
+def ray_groups(rayjob: dict) -> Iterator[tuple[str, dict, dict]]:
+    """(name, rayStartParams, pod template) of the head and every worker group."""
+    cluster = rayjob["spec"]["rayClusterSpec"]
+    yield "head", cluster["headGroupSpec"].get("rayStartParams", {}), cluster["headGroupSpec"]["template"]
+    for group in cluster.get("workerGroupSpecs", []):
+        yield group["groupName"], group.get("rayStartParams", {}), group["template"]
+
+
+def pod_requests(name: str, template: dict, rayjob: dict) -> dict:
+    """Requests of the whole pod (every container), including the autoscaler sidecar KubeRay adds
+    to the head with enableInTreeAutoscaling (common/pod.go BuildAutoscalerContainer: 500m / 512Mi
+    unless autoscalerOptions.resources says otherwise)."""
+    total = {"cpu": Decimal(0), "memory": Decimal(0), "gpu": Decimal(0)}
+    containers = list(template["spec"]["containers"])
+    cluster = rayjob["spec"]["rayClusterSpec"]
+    if name == "head" and cluster.get("enableInTreeAutoscaling"):
+        resources = cluster.get("autoscalerOptions", {}).get("resources") or {
+            "requests": {"cpu": "500m", "memory": "512Mi"}}
+        containers.append({"name": "autoscaler", "resources": resources})
+    for container in containers:
+        resources = container.get("resources", {})
+        requests = {**resources.get("limits", {}), **resources.get("requests", {})}  # limits default requests
+        for key, value in requests.items():
+            if key in ("cpu", "memory"):
+                total[key] += quantity(value)
+            elif is_gpu_resource_key(key):
+                total["gpu"] += quantity(value)
+    return total
+
+
+def rayjob_validation_errors(rayjob: dict) -> list[str]:
+    """The checks of ray-operator/controllers/ray/utils/validation.go that the chart's values can
+    reach: ValidateRayJobMetadata, ValidateRayJobSpec with validateDeletionConfiguration,
+    validateDeletionRules, validateDeletionCondition, validateTTLConsistency and
+    validateLegacyDeletionPolicies, and ValidateRayClusterSpec's worker group replica rules."""
+    errors: list[str] = []
+    name = rayjob["metadata"]["name"]
+    spec = rayjob["spec"]
+    if len(name) > 47 or not re.fullmatch(r"[a-z]([-a-z0-9]*[a-z0-9])?", name):
+        errors.append(f"name {name!r}: at most 47 characters, a DNS-1035 label")
+    shutdown = spec.get("shutdownAfterJobFinishes", False)
+    ttl = spec.get("ttlSecondsAfterFinished", 0)
+    cluster = spec["rayClusterSpec"]
+    autoscaling = bool(cluster.get("enableInTreeAutoscaling"))
+    if spec.get("suspend") and not shutdown:
+        errors.append("suspend needs shutdownAfterJobFinishes")
+    if not shutdown and ttl > 0:
+        errors.append("ttlSecondsAfterFinished needs shutdownAfterJobFinishes")
+    strategy = spec.get("deletionStrategy")
+    if strategy is not None:
+        rules = strategy.get("deletionRules") or []
+        legacy = "onSuccess" in strategy or "onFailure" in strategy
+        if rules and shutdown:
+            errors.append("deletionRules and shutdownAfterJobFinishes are mutually exclusive")
+        if rules and legacy:
+            errors.append("deletionRules and onSuccess/onFailure together")
+        if legacy:
+            if "onSuccess" not in strategy or "onFailure" not in strategy:
+                errors.append("onSuccess and onFailure must both be set")
+            else:
+                policies = {strategy["onSuccess"].get("policy"), strategy["onFailure"].get("policy")}
+                if None in policies:
+                    errors.append("onSuccess/onFailure policy unset")
+                if "DeleteWorkers" in policies and autoscaling:
+                    errors.append("DeleteWorkers with autoscaling")
+                if "DeleteNone" in policies and shutdown:
+                    errors.append("DeleteNone with shutdownAfterJobFinishes")
+        elif rules:
+            by_condition: dict[tuple[str, str], dict[str, int]] = {}
+            for index, rule in enumerate(rules):
+                condition = rule["condition"]
+                kinds = [k for k in ("jobStatus", "jobDeploymentStatus") if k in condition]
+                if len(kinds) != 1:
+                    errors.append(f"deletionRules[{index}]: exactly one of jobStatus and jobDeploymentStatus")
+                    continue
+                if condition.get("ttlSeconds", 0) < 0:
+                    errors.append(f"deletionRules[{index}]: negative ttlSeconds")
+                if autoscaling and rule["policy"] == "DeleteWorkers":
+                    errors.append(f"deletionRules[{index}]: DeleteWorkers with autoscaling")
+                    continue
+                policies = by_condition.setdefault((kinds[0], condition[kinds[0]]), {})
+                if rule["policy"] in policies:
+                    errors.append(f"deletionRules[{index}]: duplicate rule")
+                    continue
+                policies[rule["policy"]] = condition.get("ttlSeconds", 0)
+            for key, policies in by_condition.items():
+                ttls = [policies[p] for p in ("DeleteWorkers", "DeleteCluster", "DeleteSelf") if p in policies]
+                if ttls != sorted(ttls):
+                    errors.append(f"deletion TTLs for {key} must not decrease Workers <= Cluster <= Self")
+        else:
+            errors.append("deletionStrategy needs deletionRules or onSuccess+onFailure")
+    mode = spec.get("submissionMode", "K8sJobMode")
+    if mode == "SidecarMode" and ("submitterPodTemplate" in spec or "submitterConfig" in spec):
+        errors.append("SidecarMode has no submitter")
+    for field in ("activeDeadlineSeconds", "preRunningDeadlineSeconds"):
+        if field in spec and spec[field] <= 0:
+            errors.append(f"{field} must be positive")
+    if spec.get("backoffLimit", 0) < 0:
+        errors.append("backoffLimit must not be negative")
+    for group in cluster.get("workerGroupSpecs", []):
+        low, high = group.get("minReplicas"), group.get("maxReplicas")
+        if not autoscaling and (low is None or high is None):
+            errors.append(f"{group['groupName']}: minReplicas and maxReplicas needed without autoscaling")
+        if low is not None and high is not None and low > high:
+            errors.append(f"{group['groupName']}: minReplicas > maxReplicas")
+    return errors

@@ -1,0 +1,347 @@
+"""What a real GPU cluster would do with the chart, checked on the default render and every values
+file: pods fit their nodes, Ray sees the pod's resources, the object store stays in /dev/shm, the
+run gives up in bounded time, every run has an identity, KubeRay accepts the spec, the inference
+pool can grow to the worker groups' size, and head/submitter stay off GPU nodes.
+
+Each rule names its upstream source (KubeRay v1.7.0 ray-operator/..., Ray 2.60 functions); the
+mirror of KubeRay's code is tests/chart/kuberay_rules.py, node shapes are tests/chart/node_shapes.py.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import shlex
+from decimal import Decimal
+
+import pytest
+
+from .conftest import VALUES_FILES, VALUES_IDS
+from .kuberay_rules import (dev_shm_bytes, pod_requests, quantity, ray_container, ray_groups,
+                            ray_start_params, rayjob_validation_errors)
+from .node_shapes import DAEMONSET_HEADROOM, SHAPES, declared_shapes, shape_allocatable
+from .render import REPO_ROOT, rayjob_of
+from .schemas import pod_templates
+
+KIND_VALUES = REPO_ROOT / "k8s" / "kind" / "values-cpu.yaml"
+ALL_VALUES = VALUES_FILES + [KIND_VALUES]
+ALL_IDS = VALUES_IDS + ["kind-values-cpu"]
+
+
+def _argv(rayjob: dict) -> list[str]:
+    return shlex.split(rayjob["spec"]["entrypoint"])
+
+
+def _flag(argv: list[str], flag: str) -> str | None:
+    return argv[argv.index(flag) + 1] if flag in argv else None
+
+
+def _pod_name(name: str) -> str:
+    return name.split(":", 1)[1] if name.startswith("worker:") else name
+
+
+# --- 1. Schedules -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("values_file", VALUES_FILES, ids=VALUES_IDS)
+def test_every_pod_fits_its_documented_node_shape(render, values_file):
+    """Each pod's requests (all containers, plus the autoscaler sidecar KubeRay adds to the head)
+    fit the allocatable of the node shape its values file declares, minus DaemonSet headroom.
+    A pod that does not fit any node stays Pending forever (the issue's 8 CPU / 32Gi worker)."""
+    shapes = declared_shapes(values_file)
+    rayjob = rayjob_of(render(values_file))
+    pods = {_pod_name(name): tpl for name, tpl in pod_templates(rayjob)}
+    assert set(pods) <= set(shapes), f"{values_file.name}: declare node shapes for {set(pods) - set(shapes)}"
+    for pod, template in pods.items():
+        assert shapes[pod] in SHAPES, shapes[pod]
+        free = shape_allocatable(shapes[pod])
+        requested = pod_requests(pod, template, rayjob)
+        assert requested["gpu"] <= free["gpu"], (pod, requested, shapes[pod])
+        assert requested["cpu"] <= Decimal(str(free["cpu"] - DAEMONSET_HEADROOM["cpu"])), (pod, requested, free)
+        assert requested["memory"] <= Decimal(free["memory"] - DAEMONSET_HEADROOM["memory"]), (pod, requested, free)
+
+
+def test_node_fit_check_is_not_vacuous(render):
+    """The issue's old default (a GPU worker asking for 8 CPU / 32Gi) does not fit a 1-GPU node."""
+    rayjob = rayjob_of(render(None, "workerDefaults.cpu=8", "workerDefaults.memory=32Gi"))
+    (group,) = rayjob["spec"]["rayClusterSpec"]["workerGroupSpecs"]
+    requested = pod_requests("gpu", group["template"], rayjob)
+    free = shape_allocatable("gpu-1x-a10g-l4")
+    assert requested["cpu"] > Decimal(str(free["cpu"])) and requested["memory"] > Decimal(free["memory"])
+
+
+def test_default_render_is_sized_for_a_one_gpu_node(render):
+    """Default values: a 1-GPU worker for g5.2xlarge / g6.2xlarge / g2-standard-8 (~7.9 CPU, ~28 GiB)."""
+    assert declared_shapes(VALUES_FILES[VALUES_IDS.index("defaults")])["gpu"] == "gpu-1x-a10g-l4"
+    free = shape_allocatable("gpu-1x-a10g-l4")
+    assert 7.8 < free["cpu"] < 8 and 27 < free["memory"] / 2**30 < 29  # the shape the issue names
+
+
+@pytest.mark.parametrize("values_file", VALUES_FILES, ids=VALUES_IDS)
+def test_ray_sees_the_pods_resources(render, values_file):
+    """KubeRay starts Ray with num-cpus / memory / num-gpus taken from the Ray container's limits
+    (common/pod.go generateRayStartCommand, addWellKnownAcceleratorResources). Requests equal limits
+    (the kubelet guarantees what Ray is told), CPU limits are whole numbers (Quantity.Value() rounds
+    up, so 7.5 CPUs would make Ray schedule 8), and the head runs no tasks (num-cpus 0)."""
+    rayjob = rayjob_of(render(values_file))
+    for name, params, template in ray_groups(rayjob):
+        container = ray_container(template)
+        limits, requests = container["resources"]["limits"], container["resources"]["requests"]
+        assert {k: quantity(v) for k, v in requests.items()} == {k: quantity(v) for k, v in limits.items()}, name
+        effective = ray_start_params(params, container)
+        if name == "head":
+            assert effective["num-cpus"] == "0"
+        else:
+            assert Decimal(effective["num-cpus"]) == quantity(limits["cpu"]), (name, limits["cpu"])
+        assert int(effective["memory"]) == quantity(limits["memory"]), name
+        gpus = sum(quantity(v) for k, v in limits.items() if "gpu" in k)
+        assert Decimal(effective.get("num-gpus", "0")) == gpus, name
+
+
+# --- 2. Gives up --------------------------------------------------------------------------------
+
+def test_defaults_give_up_and_do_not_rebuild_the_cluster(render):
+    """KubeRay rayjob_controller.go checkPreRunningDeadlineAndUpdateStatusIfNeeded fails a RayJob
+    whose job is not running after preRunningDeadlineSeconds (image pull error, missing Secret, no
+    GPU node); checkBackoffLimitAndUpdateStatusIfNeeded retries any Failed RayJob (a new cluster
+    each time) until backoffLimit, whatever the exit code. Default: bounded deadline, no retry,
+    --resume so that re-applying the same run finishes its work."""
+    spec = rayjob_of(render())["spec"]
+    assert 900 <= spec["preRunningDeadlineSeconds"] <= 1800
+    assert spec["backoffLimit"] == 0
+    assert "activeDeadlineSeconds" not in spec  # documented in values.yaml, unset by default
+    assert "--resume" in _argv(rayjob_of(render()))
+
+
+@pytest.mark.parametrize("values_file", ALL_VALUES, ids=ALL_IDS)
+def test_every_values_file_has_a_bounded_pre_running_deadline(render, values_file):
+    spec = rayjob_of(render(values_file))["spec"]
+    assert 0 < spec["preRunningDeadlineSeconds"] <= 3600, values_file.name
+
+
+# --- 3. Object store in shared memory -------------------------------------------------------------
+
+def _plasma_directory(params: dict, template: dict, monkeypatch, tmp_path) -> tuple[str, int, int]:
+    """Where Ray 2.60 puts the object store of this pod: ray._private.utils.resolve_object_store_memory
+    (30% of available memory, capped at max(10 GB, 95% of /dev/shm) and 200 GB) unless
+    object-store-memory is given, then ray._private.services.determine_plasma_store_config (/dev/shm
+    if it has room, else the temp dir on disk). The two reads of the running machine (/dev/shm size,
+    cgroup memory limit) are replaced by the pod's values: no pod's cgroup exists here."""
+    import ray._common.utils
+    import ray._private.services
+    import ray._private.utils
+
+    container = ray_container(template)
+    memory = int(quantity(container["resources"]["limits"]["memory"]))
+    shm = dev_shm_bytes(template, params)
+    assert shm is not None, "plasma-directory set: the object store is not in /dev/shm"
+    monkeypatch.setattr(ray._private.utils, "get_shared_memory_bytes", lambda: shm)
+    monkeypatch.setattr(ray._common.utils, "get_system_memory", lambda *a, **k: memory)
+    if "object-store-memory" in params:
+        store = int(params["object-store-memory"])
+    else:
+        store = ray._private.utils.resolve_object_store_memory(memory)
+    plasma_dir, _, _ = ray._private.services.determine_plasma_store_config(store, str(tmp_path))
+    return plasma_dir, store, shm
+
+
+@pytest.mark.parametrize("values_file", ALL_VALUES, ids=ALL_IDS)
+def test_object_store_stays_in_dev_shm(render, values_file, monkeypatch, tmp_path):
+    """Head and every worker group: the object store Ray picks fits the /dev/shm the pod gets."""
+    rayjob = rayjob_of(render(values_file))
+    for name, params, template in ray_groups(rayjob):
+        plasma_dir, store, shm = _plasma_directory(params, template, monkeypatch, tmp_path)
+        assert plasma_dir == "/dev/shm", (values_file.name, name, store, shm)
+        assert store <= shm
+
+
+def test_object_store_check_is_not_vacuous(render, monkeypatch, tmp_path):
+    """The issue's old worker (32Gi memory, an explicit 8Gi /dev/shm, no object-store-memory): Ray
+    caps its store at 10 GB, more than /dev/shm holds, and puts it on disk. The same pod without the
+    volume (KubeRay's /dev/shm = the memory limit) keeps its 30%-of-memory store in /dev/shm."""
+    rayjob = rayjob_of(render(None, "workerDefaults.memory=32Gi", "workerDefaults.cpu=8"))
+    (_, params, template) = list(ray_groups(rayjob))[1]
+    plasma_dir, store, shm = _plasma_directory(params, template, monkeypatch, tmp_path)
+    assert plasma_dir == "/dev/shm" and store > 10**10 and shm == 32 * 2**30
+    old = copy.deepcopy(template)
+    old["spec"]["volumes"].append({"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "8Gi"}})
+    ray_container(old)["volumeMounts"].append({"name": "dshm", "mountPath": "/dev/shm"})
+    plasma_dir, store, shm = _plasma_directory(params, old, monkeypatch, tmp_path)
+    assert plasma_dir == str(tmp_path) and store == 10**10 and store > shm
+
+
+def test_declared_shm_size_derives_the_object_store(render):
+    """With an explicit shmSize the chart passes object-store-memory = min(30% of memory, 95% of
+    /dev/shm); without one it mounts nothing and KubeRay sizes /dev/shm to the memory limit."""
+    rayjob = rayjob_of(render(None, "workerDefaults.shmSize=2Gi"))
+    (_, params, template) = list(ray_groups(rayjob))[1]
+    assert int(params["object-store-memory"]) == math.floor(0.95 * 2 * 2**30)
+    assert dev_shm_bytes(template, params) == 2 * 2**30
+    (_, params, template) = list(ray_groups(rayjob_of(render())))[1]
+    assert "object-store-memory" not in params
+    assert dev_shm_bytes(template, params) == quantity(ray_container(template)["resources"]["limits"]["memory"])
+
+
+# --- 4. Re-runs run ------------------------------------------------------------------------------
+
+def test_run_identity_in_name_and_output(render):
+    """KubeRay ignores spec changes of an existing RayJob and Complete/Failed are terminal, so a new
+    run needs a new RayJob: its name and (by default) its output prefix carry the run id."""
+    rayjob = rayjob_of(render())
+    run_id = rayjob["metadata"]["labels"]["batchinfer.io/run-id"]
+    assert rayjob["metadata"]["name"] == f"batchinfer-{run_id}"
+    assert _flag(_argv(rayjob), "--output") == f"s3://batchinfer/predictions/{run_id}/"
+    # The same values: the same run (a GitOps re-sync or `helm upgrade` with nothing changed runs nothing).
+    assert rayjob_of(render(None, "job.topK=5"))["metadata"]["name"] == rayjob["metadata"]["name"]
+    # A changed input, model or output is a new run, with its own output prefix.
+    for change in ("job.input=s3://batchinfer/other/", "job.model=resnet18", "job.output=s3://b/out",
+                   "cpuFallback.enabled=true"):
+        other = rayjob_of(render(None, change))
+        assert other["metadata"]["name"] != rayjob["metadata"]["name"], change
+        other_id = other["metadata"]["labels"]["batchinfer.io/run-id"]
+        assert _flag(_argv(other), "--output").endswith(f"/{other_id}/")
+    # An explicit id re-runs the same job.
+    named = rayjob_of(render(None, "job.runId=nightly-20261123"))
+    assert named["metadata"]["name"] == "batchinfer-nightly-20261123"
+    assert _flag(_argv(named), "--output") == "s3://batchinfer/predictions/nightly-20261123/"
+    # A date typed as a number (--set parses it as an integer, YAML/JSON as a float) stays that date.
+    for numeric in ("job.runId=20261123", "json:job.runId=20261123"):
+        assert rayjob_of(render(None, numeric))["metadata"]["name"] == "batchinfer-20261123", numeric
+    # outputPerRun off: the output prefix is the value itself.
+    plain = rayjob_of(render(None, "job.outputPerRun=false"))
+    assert _flag(_argv(plain), "--output") == "s3://batchinfer/predictions/"
+
+
+def test_run_name_stays_a_valid_rayjob_name(helm_bin):
+    """KubeRay ValidateRayJobMetadata: at most 47 characters, a DNS-1035 label, whatever the release."""
+    from .conftest import VALUES_DIR
+    from .render import documents, template
+    rayjob = rayjob_of(documents(template([VALUES_DIR / "defaults.yaml"], ["job.runId=" + "r" * 20],
+                                          release="x" * 53, helm_bin=helm_bin)))
+    name = rayjob["metadata"]["name"]
+    assert len(name) <= 47 and name.endswith("-" + "r" * 20)
+    assert rayjob_validation_errors(rayjob) == []
+
+
+# --- 5. The inference pool can grow to the worker groups -------------------------------------------
+
+@pytest.mark.parametrize("values_file", ALL_VALUES, ids=ALL_IDS)
+def test_num_workers_spans_the_worker_groups(render, values_file):
+    """`--num-workers 1-MAX` (a Ray Data autoscaling actor pool): MAX = sum over worker groups of
+    maxReplicas x floor(GPUs per pod / GPUs per actor); with --device cpu one actor per worker pod.
+    Actors beyond the running workers stay pending, which is what makes KubeRay's autoscaler add
+    worker pods up to maxReplicas."""
+    rayjob = rayjob_of(render(values_file))
+    argv = _argv(rayjob)
+    per_actor = float(_flag(argv, "--num-gpus-per-worker") or 1)
+    cpu = _flag(argv, "--device") == "cpu"
+    expected = 0
+    for group in rayjob["spec"]["rayClusterSpec"]["workerGroupSpecs"]:
+        limits = ray_container(group["template"])["resources"]["limits"]
+        gpus = sum(float(quantity(v)) for k, v in limits.items() if "gpu" in k)
+        expected += group["maxReplicas"] * (1 if cpu else math.floor(gpus / per_actor))
+    assert expected >= 1
+    assert _flag(argv, "--num-workers") == f"1-{expected}", values_file.name
+
+
+def test_fixed_num_workers_is_passed_as_is(render):
+    assert _flag(_argv(rayjob_of(render(None, "job.numWorkers=3"))), "--num-workers") == "3"
+
+
+# --- 8. KubeRay accepts the spec --------------------------------------------------------------------
+
+@pytest.mark.parametrize("values_file", ALL_VALUES, ids=ALL_IDS)
+def test_kuberay_validation_accepts_every_render(render, values_file):
+    """ray-operator/controllers/ray/utils/validation.go (see kuberay_rules.rayjob_validation_errors)."""
+    assert rayjob_validation_errors(rayjob_of(render(values_file))) == []
+
+
+def test_default_deletes_the_gpu_workers_when_the_job_ends(render):
+    """deletionRules (rayjob_controller.go handleDeletionRules, matched by isDeletionRuleMatched on
+    jobStatus or jobDeploymentStatus): the cluster goes at once on SUCCEEDED, on FAILED and when the
+    RayJob failed before its job ran (deadlines), so no GPU node idles after a run."""
+    spec = rayjob_of(render())["spec"]
+    assert spec["shutdownAfterJobFinishes"] is False and spec["ttlSecondsAfterFinished"] == 0
+    rules = {(tuple(sorted(r["condition"].items())), r["policy"]) for r in spec["deletionStrategy"]["deletionRules"]}
+    assert rules == {((("jobStatus", "SUCCEEDED"), ("ttlSeconds", 0)), "DeleteCluster"),
+                     ((("jobStatus", "FAILED"), ("ttlSeconds", 0)), "DeleteCluster"),
+                     ((("jobDeploymentStatus", "Failed"), ("ttlSeconds", 0)), "DeleteCluster")}
+
+
+REJECTED_BY_KUBERAY = [
+    ("autoscaling-with-DeleteWorkers-rule",
+     lambda s: (s["rayClusterSpec"].update(enableInTreeAutoscaling=True),
+                s["deletionStrategy"]["deletionRules"].append(
+                    {"policy": "DeleteWorkers", "condition": {"jobStatus": "FAILED", "ttlSeconds": 0}}))),
+    ("autoscaling-with-legacy-DeleteWorkers",
+     lambda s: (s["rayClusterSpec"].update(enableInTreeAutoscaling=True), s.update(
+         shutdownAfterJobFinishes=True, deletionStrategy={"onSuccess": {"policy": "DeleteCluster"},
+                                                          "onFailure": {"policy": "DeleteWorkers"}}))),
+    ("legacy-DeleteNone-with-shutdown",
+     lambda s: s.update(shutdownAfterJobFinishes=True, deletionStrategy={
+         "onSuccess": {"policy": "DeleteNone"}, "onFailure": {"policy": "DeleteCluster"}})),
+    ("rules-with-shutdown", lambda s: s.update(shutdownAfterJobFinishes=True)),
+]
+
+
+@pytest.mark.parametrize("mutate", [m for _, m in REJECTED_BY_KUBERAY], ids=[n for n, _ in REJECTED_BY_KUBERAY])
+def test_kuberay_validation_mirror_rejects(render, mutate):
+    """The mirror is not vacuous: each combination the chart refuses at template time
+    (test_values_rules.BAD_VALUES) is one KubeRay's validation.go rejects."""
+    rayjob = copy.deepcopy(rayjob_of(render()))
+    mutate(rayjob["spec"])
+    assert rayjob_validation_errors(rayjob)
+
+
+# --- 9. Placement and cost ------------------------------------------------------------------------
+
+def _tolerates_gpu_taint(template: dict) -> bool:
+    return any(t.get("key") == "nvidia.com/gpu" or (t.get("operator") == "Exists" and "key" not in t)
+               for t in template["spec"].get("tolerations", []))
+
+
+def _excluded_labels(template: dict) -> set[str]:
+    """Label keys every required node affinity term excludes (DoesNotExist)."""
+    terms = (template["spec"].get("affinity", {}).get("nodeAffinity", {})
+             .get("requiredDuringSchedulingIgnoredDuringExecution", {}).get("nodeSelectorTerms", []))
+    if not terms:
+        return set()
+    return set.intersection(*({e["key"] for e in t.get("matchExpressions", []) if e["operator"] == "DoesNotExist"}
+                              for t in terms))
+
+
+GPU_NODE_LABELS = {"nvidia.com/gpu.present", "cloud.google.com/gke-accelerator", "k8s.amazonaws.com/accelerator"}
+
+
+@pytest.mark.parametrize("values_file", ALL_VALUES, ids=ALL_IDS)
+def test_only_gpu_pods_go_to_gpu_nodes(render, values_file):
+    """Head, submitter and pods without GPUs neither tolerate the GPU taint nor may land on a node
+    labelled as a GPU node (NVIDIA GPU Feature Discovery, GKE, EKS labels); GPU workers tolerate it."""
+    rayjob = rayjob_of(render(values_file))
+    for name, template in pod_templates(rayjob):
+        limits = ray_container(template).get("resources", {}).get("limits", {})
+        has_gpu = any("gpu" in k and quantity(v) > 0 for k, v in limits.items())
+        if has_gpu:
+            assert _tolerates_gpu_taint(template), (values_file.name, name)
+            continue
+        assert not _tolerates_gpu_taint(template), (values_file.name, name)
+        assert _excluded_labels(template) >= GPU_NODE_LABELS, (values_file.name, name)
+
+
+def test_own_node_affinity_replaces_the_gpu_exclusion(render):
+    affinity = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+        {"matchExpressions": [{"key": "pool", "operator": "In", "values": ["system"]}]}]}}}
+    import json
+    rayjob = rayjob_of(render(None, "json:head.affinity=" + json.dumps(affinity), "head.avoidGpuNodes=true"))
+    assert rayjob["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["affinity"] == affinity
+    off = rayjob_of(render(None, "head.avoidGpuNodes=false"))
+    assert "affinity" not in off["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]
+
+
+def test_head_and_submitter_can_use_the_cpu_image(render):
+    """The CPU variant is the GPU image's tag with `-cpu` (docker/: make image / make image-cpu)."""
+    rayjob = rayjob_of(render("node-1x-a10g-l4"))
+    images = {name: ray_container(tpl)["image"] for name, tpl in pod_templates(rayjob)}
+    gpu_image = images["worker:gpu"]
+    assert not gpu_image.endswith("-cpu")
+    assert images == {"head": gpu_image + "-cpu", "worker:gpu": gpu_image, "submitter": gpu_image + "-cpu"}
+    default = {name: ray_container(tpl)["image"] for name, tpl in pod_templates(rayjob_of(render()))}
+    assert set(default.values()) == {gpu_image}
