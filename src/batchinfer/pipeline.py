@@ -57,8 +57,9 @@ def connect_ray() -> None:
              if address == "local" else None, configure_logging=True)
 
 
-def _alive_nodes() -> list[dict]:
-    return [node for node in ray.nodes() if node.get("Alive")]
+def _node_cpus() -> list[float]:
+    """CPUs of each alive node of the connected cluster."""
+    return [node["Resources"].get("CPU", 0) for node in ray.nodes() if node.get("Alive")]
 
 
 def _wait_for_gpu_node(gpus_per_actor: float) -> float:
@@ -80,33 +81,46 @@ def _wait_for_gpu_node(gpus_per_actor: float) -> float:
     return ray.cluster_resources().get("GPU", 0)
 
 
-def plan_resources(config: JobConfig) -> Resources:
-    """Place inference.
+def inference_device(config: JobConfig, cluster_gpus: float, joined_cluster: bool) -> str:
+    """The device inference runs on: `cuda` asks for GPU actors even when the cluster has no GPU yet
+    (the autoscaler may add one, `_wait_for_gpu_node`), unless this is a local Ray of our own, which
+    cannot grow (`joined_cluster` False: no RAY_ADDRESS); `auto` is CUDA when the cluster has GPUs now."""
+    device = config.device if config.device != "auto" else ("cuda" if cluster_gpus > 0 else "cpu")
+    if device == "cuda" and cluster_gpus < config.num_gpus_per_worker and not joined_cluster:
+        raise UserError(f"--device cuda but the local Ray has {cluster_gpus:g} GPUs: run on a machine with a "
+                        "GPU, join a cluster with one (RAY_ADDRESS), or run with --device cpu (or auto)")
+    return device
 
-    Device: `cuda` asks for GPU actors even when the cluster has no GPU yet, and waits for the autoscaler
-    to add one (`_wait_for_gpu_node`); `auto` is CUDA when the cluster has GPUs now, else CPU.
+
+def place_inference(config: JobConfig, device: str, cluster_gpus: float, node_cpus: list[float]) -> Resources:
+    """Place inference on `device`, given the cluster's GPUs and each alive node's CPUs (a pure decision).
+
     Actors: --num-workers MIN-MAX is an autoscaling pool (Ray Data adds actors while the pool is busy
     and the cluster has room; pending actors are demand the Ray autoscaler acts on), N a fixed pool.
     Default: one actor per GPU present (per --num-gpus-per-worker), or one CPU actor. A CPU actor gets
-    its node's cores (torch threads = CPUs asked for) less room for one decode task, so each CPU node
-    holds one."""
-    gpus = ray.cluster_resources().get("GPU", 0)
-    device = config.device if config.device != "auto" else ("cuda" if gpus > 0 else "cpu")
+    its largest node's cores (torch threads = CPUs asked for) less room for one decode task, so each
+    CPU node holds one."""
     if device == "cuda":
-        if gpus < config.num_gpus_per_worker and not os.environ.get("RAY_ADDRESS"):
-            raise UserError(f"--device cuda but the local Ray has {gpus:g} GPUs: run on a machine with a "
-                            "GPU, join a cluster with one (RAY_ADDRESS), or run with --device cpu (or auto)")
-        gpus = _wait_for_gpu_node(config.num_gpus_per_worker)
-        low, high = config.num_workers or (max(1, int(gpus // config.num_gpus_per_worker)),) * 2
+        low, high = config.num_workers or (max(1, int(cluster_gpus // config.num_gpus_per_worker)),) * 2
         return Resources("cuda", low, high, config.num_cpus_per_worker or 1.0, config.num_gpus_per_worker,
                          decode_cpus=1.0, threads=None)
-    node_cpus = max(node["Resources"].get("CPU", 0) for node in _alive_nodes())
-    if node_cpus < 1:
+    largest_node = max(node_cpus, default=0)
+    if largest_node < 1:
         raise UserError("the Ray cluster has no CPUs to run inference on: give worker nodes CPUs")
-    cpus = config.num_cpus_per_worker or max(1.0, node_cpus - CPU_DECODE_SHARE)
+    cpus = config.num_cpus_per_worker or max(1.0, largest_node - CPU_DECODE_SHARE)
     low, high = config.num_workers or (1, 1)
     return Resources("cpu", low, high, cpus, 0.0, decode_cpus=CPU_DECODE_TASK,
                      threads=max(1, math.ceil(cpus)), write_cpus=CPU_WRITE_TASK)
+
+
+def plan_resources(config: JobConfig) -> Resources:
+    """Place inference on the connected Ray cluster: reads its resources, waits for a GPU node when
+    the device is CUDA, and leaves the decision to `inference_device` and `place_inference`."""
+    gpus = ray.cluster_resources().get("GPU", 0)
+    device = inference_device(config, gpus, joined_cluster=bool(os.environ.get("RAY_ADDRESS")))
+    if device == "cuda":
+        gpus = _wait_for_gpu_node(config.num_gpus_per_worker)
+    return place_inference(config, device, gpus, _node_cpus())
 
 
 def run_job(config: JobConfig) -> dict:
