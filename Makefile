@@ -8,16 +8,20 @@ IMAGE ?= batchinfer:0.1.0
 IMAGE_CPU ?= batchinfer:0.1.0-cpu
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: help venv demo test test-fast chart-test chart-render bench image image-cpu image-e2e kind-up kind-e2e kind-down lock
+.PHONY: help venv demo test test-unit test-fast chart-test chart-render bench image image-cpu image-e2e kind-up kind-e2e kind-down lock
 
 help:
 	@echo "make demo        run the job on the embedded default (local S3 server, local Ray, sample photos)"
-	@echo "make test        run the whole test suite (core, reliability, chart, benchmark smoke)"
+	@echo "make test-unit   the fast tier (tests/unit, under a minute): no S3 server, no Ray cluster"
+	@echo "make test        run the whole test suite: unit + integration (core, reliability, chart, benchmark smoke)"
+	@echo "make test-fast   the whole suite less the tests marked slow (fault injection, load, autoscaling)"
+	@echo "make chart-render  regenerate k8s/rayjob.yaml from the chart's defaults"
 	@echo "make chart-test  helm lint/template + schema checks of the chart and k8s/ manifests"
 	@echo "make bench       benchmark: pipeline vs model-only ceiling vs naive baseline"
 	@echo "make image       build the GPU image;  make image-cpu  the CPU (kind) variant"
 	@echo "make image-e2e   build the image and run head/worker/submitter containers against local S3"
 	@echo "make kind-up / kind-e2e / kind-down   local Kubernetes (kind) end to end"
+	@echo "make venv        build .venv from constraints.txt (every target does it first);  make lock  re-pin"
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,6 +36,9 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest tests
+
+test-unit: $(STAMP)
+	$(BIN)/python -m pytest tests/unit -q
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest tests -m "not slow"

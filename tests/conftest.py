@@ -11,9 +11,18 @@ from batchinfer.config import S3Options
 from batchinfer.demo import efficientnet_lite0_checkpoint, sample_images
 from batchinfer.models import ModelRequest
 from batchinfer.seaweed import SeaweedServer
-from tests.support import BIN, RAY_ENV, LocalRayCluster
+from tests.support import BIN, RAY_ENV, LocalRayCluster, start_cluster
 
 SAMPLES = "samples"
+UNIT_TIER = Path(__file__).resolve().parent / "unit"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Everything outside tests/unit needs real servers, a Ray cluster, Docker or a long run: mark it
+    `integration`, so `pytest -m "not integration"` is the unit tier."""
+    for item in items:
+        if UNIT_TIER not in item.path.resolve().parents:
+            item.add_marker(pytest.mark.integration)
 
 
 @pytest.fixture(scope="session")
@@ -34,9 +43,9 @@ def ray_cluster(s3) -> LocalRayCluster:
     """A head (2 CPUs) and a second node (1 CPU); RAY_ADDRESS points every job at it. Like KubeRay pods,
     the nodes carry the S3 settings in their environment and the job's command on PATH."""
     workdir = Path(f"/tmp/bi-ray-{os.getpid()}")  # short: Ray's socket paths must stay under 108 bytes
-    cluster = LocalRayCluster(workdir, head_params=["--num-cpus=2", "--object-store-memory=800000000"],
-                              worker_params=[["--num-cpus=1", "--object-store-memory=400000000"]],
-                              env={**s3.env(), "PATH": f"{BIN}:{os.environ.get('PATH', '')}"}).start()
+    cluster = start_cluster(workdir, head_params=["--num-cpus=2", "--object-store-memory=800000000"],
+                            worker_params=[["--num-cpus=1", "--object-store-memory=400000000"]],
+                            env={**s3.env(), "PATH": f"{BIN}:{os.environ.get('PATH', '')}"})
     previous = {key: os.environ.get(key) for key in ("RAY_ADDRESS", *RAY_ENV)}
     os.environ.update(RAY_ENV, RAY_ADDRESS=cluster.address)
     yield cluster

@@ -1,8 +1,7 @@
-"""User mistakes end before any heavy work with exit status 2 and one line that says what to fix."""
+"""User mistakes found against real storage and models end before any heavy work with exit status 2 and
+one line that says what to fix. Bad flags and values, without a server: tests/unit/test_cli.py."""
 
 from __future__ import annotations
-
-import pytest
 
 from tests.support import run_cli
 
@@ -25,13 +24,3 @@ def test_unknown_model(s3, samples, cli_env) -> None:
     result = run_cli(["run", "--input", samples["images"], "--output", "s3://samples/out/x/",
                       "--model", "resnet9000"], cli_env)
     assert_one_line_error(result, "unknown model 'resnet9000'")
-
-
-@pytest.mark.parametrize(("flags", "needle"), [
-    (["--batch-size", "0"], "--batch-size"),
-    (["--device", "tpu"], "--device"),
-    (["--top-k", "many"], "--top-k"),
-])
-def test_bad_flag_values(flags, needle, cli_env) -> None:
-    result = run_cli(["run", "--input", "s3://b/in/", "--output", "s3://b/out/", *flags], cli_env)
-    assert_one_line_error(result, needle, "--help")

@@ -1,7 +1,7 @@
 """The output lease on real stores: SeaweedFS and moto's S3 server (both honour If-None-Match and
-If-Match), the local filesystem, and moto behind a proxy that drops the conditional headers (as an
+If-Match), and moto behind a proxy that drops the conditional headers (as an
 S3-compatible server without them would: the verified fallback). Whole runs competing for one output:
-tests/reliability/test_writers.py."""
+tests/reliability/test_writers.py. The local filesystem's lease: tests/unit/test_lease_local.py."""
 
 from __future__ import annotations
 
@@ -97,7 +97,7 @@ def test_concurrent_acquires_have_one_winner(store) -> None:
 def test_waiting_writer_gets_the_lease_when_the_first_ends(store) -> None:
     uri, options, _ = store
     first = acquire(meta(uri, options), options, uri)
-    threading.Timer(3, first.release).start()
+    threading.Timer(3, first.release).start()  # the scenario: the first run ends 3 s after the second starts
     with acquire(meta(uri, options), options, uri, wait_s=60) as second:
         assert first.token is None and second.token is not None
 
@@ -118,18 +118,6 @@ def test_heartbeat_keeps_the_lease_and_a_takeover_is_noticed(store) -> None:
     lease.release()
     assert json.loads(read_lease())["run_id"] == intruder.run_id
     intruder.release()
-
-
-def test_local_lease_of_a_dead_run_is_taken_over(tmp_path) -> None:
-    """A lease whose last heartbeat is older than the TTL (file mtime set back) is taken over at once."""
-    uri = str(tmp_path / "out")
-    crashed = acquire(meta(uri, S3Options()), S3Options(), uri)
-    crashed._stop.set()  # the heartbeat stops, as when the driver is killed
-    lease_file = tmp_path / f"out.batchinfer/{LEASE}"
-    old = time.time() - LEASE_TTL_S - 5
-    os.utime(lease_file, (old, old))
-    with acquire(meta(uri, S3Options()), S3Options(), uri) as successor:
-        assert json.loads(lease_file.read_bytes())["run_id"] == successor.run_id != crashed.run_id
 
 
 @pytest.mark.slow
