@@ -53,6 +53,27 @@ def ray_start_params(params: dict, container: dict) -> dict:
     return params
 
 
+# `ray start` flags that take an explicit boolean value (`--include-dashboard=false`): common/pod.go
+# convertParamMap's specialParameterOptions.
+EXPLICIT_BOOLEAN_FLAGS = frozenset({"log-color", "include-dashboard", "include-log-monitor"})
+
+
+def ray_start_flags(params: dict) -> list[str]:
+    """rayStartParams as the `ray start` flags KubeRay passes: KubeRay v1.7.0
+    ray-operator/controllers/ray/common/pod.go convertParamMap. Keys in sorted order; a value of "true"
+    (any case) is a bare `--key`, "false" drops the flag, except for the flags that take an explicit
+    boolean (EXPLICIT_BOOLEAN_FLAGS), which like every other value become `--key=value`."""
+    flags = []
+    for key in sorted(params):
+        value = str(params[key])
+        if value.lower() in ("true", "false") and key not in EXPLICIT_BOOLEAN_FLAGS:
+            if value.lower() == "true":
+                flags.append(f"--{key}")
+        else:
+            flags.append(f"--{key}={value}")
+    return flags
+
+
 def dev_shm_bytes(template: dict, params: dict) -> int | None:
     """Size of /dev/shm in the Ray container, as KubeRay builds the pod: common/pod.go BuildPod.
     A container that mounts /dev/shm itself keeps its volume (addEmptyDir -> checkIfVolumeMounted);

@@ -14,23 +14,18 @@ import os
 import shlex
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
 import pytest
 
-from tests.support import RAY_ENV, LocalRayCluster
+from tests.support import RAY_ENV, start_cluster
 
+from .kuberay_rules import ray_start_flags
 from .render import documents, rayjob_of, template
 
 VALUES = Path(__file__).resolve().parent / "values" / "local-ray.yaml"
 BIN = Path(sys.executable).parent
-
-
-def _ray_start_flags(params: dict[str, str]) -> list[str]:
-    """KubeRay turns rayStartParams {k: v} into `--k=v` (a bare `--k` for "true" flags it knows)."""
-    return [f"--{k}={v}" for k, v in params.items()]
 
 
 def _cpu_count(quantity) -> int:
@@ -48,23 +43,6 @@ def _resolve_env(container: dict, secrets: dict[str, dict[str, str]]) -> dict[st
             ref = var["valueFrom"]["secretKeyRef"]
             env[var["name"]] = secrets[ref["name"]][ref["key"]]
     return env
-
-
-def start_cluster(cluster: LocalRayCluster, worker_flags: list[list[str]], timeout_s: float = 240) -> None:
-    """Head first, then one worker at a time (like pods becoming ready one by one): `ray start`
-    waits only 30 s for its raylet to register, which a loaded 2-core CI machine can exceed when
-    several nodes start at once. A worker whose start timed out is started again once."""
-    cluster.start(timeout_s=timeout_s)
-    for index, flags in enumerate(worker_flags):
-        for attempt in range(2):
-            node = cluster._start_node([f"--address={cluster.address}", *flags], f"worker-{index}-{attempt}")
-            try:
-                cluster.wait_for_nodes(2 + index, timeout_s)
-                break
-            except RuntimeError:
-                if node.poll() is None or attempt == 1:
-                    raise
-                cluster.nodes.remove(node)
 
 
 def kuberay_submit_command(address: str, job_id: str, entrypoint: str) -> str:
@@ -96,7 +74,7 @@ def test_rendered_rayjob_runs_on_local_ray(helm_bin, s3, samples, tmp_path):
     # derived from its shmSize), dashboard on loopback.
     head_params = {k: v for k, v in head["rayStartParams"].items() if k != "dashboard-host"}
     assert head_params["num-cpus"] == "0" and int(head_params["object-store-memory"]) > 0
-    head_flags = _ray_start_flags(head_params)
+    head_flags = ray_start_flags(head_params)
     # Workers: one `ray start` per replica, with the group's rayStartParams and KubeRay's --num-cpus
     # from the container's CPU limit.
     worker_flags = []
@@ -105,7 +83,7 @@ def test_rendered_rayjob_runs_on_local_ray(helm_bin, s3, samples, tmp_path):
         assert _resolve_env(container, secrets) == env
         assert "nvidia.com/gpu" not in container["resources"]["limits"]
         params = {"num-cpus": str(_cpu_count(container["resources"]["limits"]["cpu"])), **group["rayStartParams"]}
-        worker_flags += [_ray_start_flags(params)] * group["replicas"]
+        worker_flags += [ray_start_flags(params)] * group["replicas"]
     assert len(worker_flags) == 2
 
     workdir = Path(f"/tmp/bi-chart-{os.getpid()}")  # short: Ray socket paths must stay under 108 bytes
@@ -116,9 +94,8 @@ def test_rendered_rayjob_runs_on_local_ray(helm_bin, s3, samples, tmp_path):
     assert cluster_spec["authOptions"]["mode"] == "token"
     auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": uuid.uuid4().hex}
     node_env = {**env, **auth, "PATH": f"{BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
-    cluster = LocalRayCluster(workdir, head_params=head_flags, worker_params=[], env=node_env)
+    cluster = start_cluster(workdir, head_flags, worker_flags, node_env)  # head, then one worker at a time
     try:
-        start_cluster(cluster, worker_flags)
         nodes = cluster.alive_nodes()
         assert sorted(n.get("CPU", 0) for n in nodes) == [0, 1, 1] or sorted(
             n.get("CPU", 0) for n in nodes)[1:] == [1, 1], nodes

@@ -35,6 +35,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from batchinfer.seaweed import free_ports
+from tests.chart.kuberay_rules import ray_start_flags
 from tests.chart.render import documents, rayjob_of, template  # the chart tests' own helm renderer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -77,11 +78,6 @@ def quantity_bytes(q: str) -> int:
 def quantity_cpus(q: str) -> float:
     q = str(q)
     return int(q[:-1]) / 1000 if q.endswith("m") else float(q)
-
-
-def ray_flags(params: dict) -> list[str]:
-    """KubeRay's rayStartParams -> `ray start` flags ("true" for a bare flag like block)."""
-    return [f"--{k}" if str(v).lower() == "true" else f"--{k}={v}" for k, v in sorted(params.items())]
 
 
 def http_json(url: str, timeout: float = 5) -> dict | list:
@@ -279,7 +275,7 @@ def cluster(rayjob, secret_data, dataset):
     info = {"head": head, "worker": worker, "dashboard": f"http://127.0.0.1:{dash}", "gcs": gcs,
             "head_params": head_params, "worker_params": worker_params, "workdir": workdir}
     try:
-        head.run(IMAGE, f"{ULIMIT}; ray start --head " + " ".join(ray_flags(head_params)),
+        head.run(IMAGE, f"{ULIMIT}; ray start --head " + " ".join(ray_start_flags(head_params)),
                  env={"RAY_ADDRESS": f"127.0.0.1:{gcs}", "RAY_CLUSTER_NAME": "batchinfer-e2e",
                       "RAY_NODE_TYPE_NAME": "headgroup", "RAY_USAGE_STATS_ENABLED": "0"}, restarts=3)
         def alive_nodes() -> int:
@@ -294,7 +290,7 @@ def cluster(rayjob, secret_data, dataset):
             return http_json(f"{info['dashboard']}/api/version") and alive_nodes() == 1
 
         wait_until("the head node", head_up, timeout=240, interval=2, on_timeout=lambda: head.logs()[-4000:])
-        worker.run(IMAGE, f"{ULIMIT}; ray start " + " ".join(ray_flags(worker_params)),
+        worker.run(IMAGE, f"{ULIMIT}; ray start " + " ".join(ray_start_flags(worker_params)),
                    env={"RAY_NODE_TYPE_NAME": worker_group["groupName"], "RAY_USAGE_STATS_ENABLED": "0"},
                    restarts=3)
 
