@@ -1,13 +1,17 @@
-"""Real parts for the tests: a local multi-node Ray cluster started with `ray start`, and CLI runs."""
+"""Real parts for the tests: a local multi-node Ray cluster started with `ray start`, CLI runs, the
+photos the tests classify, and polling for a condition."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import ray
 
@@ -15,6 +19,36 @@ from batchinfer.seaweed import free_ports
 
 BIN = Path(sys.executable).parent
 RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
+T = TypeVar("T")
+
+
+def photo_dir() -> Path:
+    """The real photos the tests classify and crop: those shipped with scikit-image (coffee.png,
+    chelsea.png, rocket.jpg, …)."""
+    import skimage
+
+    return Path(skimage.__file__).parent / "data"
+
+
+class GaveUp(RuntimeError):
+    """A wait ended without its condition: it timed out, or went on being pointless (`give_up`)."""
+
+
+def wait_until(condition: Callable[[], T], timeout_s: float, what: str,
+               give_up: Callable[[], str | None] | None = None, interval_s: float = 1.0) -> T:
+    """Poll `condition` every `interval_s` until it returns something truthy, and return that. Raise GaveUp
+    once `give_up` returns a reason (e.g. the process being waited on has exited) or after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        found = condition()
+        if found:
+            return found
+        reason = give_up() if give_up is not None else None
+        if reason:
+            raise GaveUp(f"gave up waiting for {what}: {reason}")
+        if time.monotonic() >= deadline:
+            raise GaveUp(f"no {what} within {timeout_s:.0f} s")
+        time.sleep(interval_s)
 
 
 def free_port() -> int:
@@ -67,46 +101,57 @@ class LocalRayCluster:
             self.join_node(params, f"worker-{index}", timeout_s)
         return self
 
-    def join_node(self, params: list[str], name: str, timeout_s: float = 240) -> subprocess.Popen:
-        """Start one more worker node (`ray start --address … --block`), like a pod the autoscaler adds,
-        and wait until the cluster counts it. `ray start` gives up after waiting 30 s for its raylet to
-        register, which a loaded 2-core machine can exceed: a node whose start failed is started again once."""
-        count = len(self.alive_nodes()) + 1
-        node = self._start_node([f"--address={self.address}", *params], f"{name}-0")
-        try:
-            self.wait_for_nodes(count, timeout_s)
-            return node
-        except RuntimeError:
-            if node.poll() is None:
-                raise
-            self.nodes.remove(node)
-        node = self._start_node([f"--address={self.address}", *params], f"{name}-1")
-        self.wait_for_nodes(count, timeout_s)
-        return node
+    def replace_node(self, lost: subprocess.Popen, params: list[str], name: str,
+                     timeout_s: float = 240) -> subprocess.Popen:
+        """Start a new worker node in place of a lost (killed) one, as KubeRay does for a lost pod."""
+        self.nodes.remove(lost)
+        return self.join_node(params, name, timeout_s)
 
-    def alive_nodes(self) -> list[dict]:
-        """Resources of the alive nodes (marked in the output: a loaded cluster's log lines come
-        interleaved with it)."""
+    def join_node(self, params: list[str], name: str, timeout_s: float = 240) -> subprocess.Popen:
+        """Start one more worker node (`ray start --address … --block`), like a pod that KubeRay or the
+        autoscaler adds (or one that replaces a lost pod), and wait until the cluster counts it alive: it
+        is known by its own node name, so a lost node the cluster has not yet marked dead is never taken
+        for it. `ray start` gives up after waiting 30 s for its raylet to register, which a loaded 2-core
+        machine can exceed: a node whose start failed is started again once."""
+        for attempt in range(2):
+            node_name = f"{name}-{attempt}"
+            node = self._start_node([f"--address={self.address}", f"--node-name={node_name}", *params], node_name)
+            try:
+                wait_until(lambda: node_name in self.alive_node_names(), timeout_s,
+                           f"Ray node {node_name} to join (logs in {self.workdir})", give_up=self._node_exited)
+                return node
+            except RuntimeError:
+                if node.poll() is None or attempt == 1:
+                    raise
+                self.nodes.remove(node)
+        raise AssertionError("unreachable")
+
+    def _alive(self) -> list[dict]:
+        """The alive nodes as ray.nodes() describes them (marked in the output: a loaded cluster's log
+        lines come interleaved with it)."""
         script = ("import json, ray; ray.init(address='{}', logging_level='ERROR', log_to_driver=False); "
-                  "print('NODES', json.dumps([n['Resources'] for n in ray.nodes() if n['Alive']]))"
-                  ).format(self.address)
+                  "print('NODES', json.dumps([{{'NodeName': n['NodeName'], 'Resources': n['Resources']}} "
+                  "for n in ray.nodes() if n['Alive']]))").format(self.address)
         result = subprocess.run([sys.executable, "-c", script], env=self.env, capture_output=True,
                                 text=True, timeout=60)
-        import json
-
         found = [line for line in result.stdout.splitlines() if line.startswith("NODES ")]
         return json.loads(found[-1].removeprefix("NODES ")) if result.returncode == 0 and found else []
 
+    def alive_nodes(self) -> list[dict]:
+        """Resources of the alive nodes."""
+        return [node["Resources"] for node in self._alive()]
+
+    def alive_node_names(self) -> list[str]:
+        return [node["NodeName"] for node in self._alive()]
+
+    def _node_exited(self) -> str | None:
+        """Why waiting for the cluster is pointless: one of its nodes exited."""
+        exited = [node for node in self.nodes if node.poll() is not None]
+        return f"a Ray node exited; see logs in {self.workdir}" if exited else None
+
     def wait_for_nodes(self, count: int, timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            for node in self.nodes:
-                if node.poll() is not None:
-                    raise RuntimeError(f"a Ray node exited; see logs in {self.workdir}")
-            if len(self.alive_nodes()) >= count:
-                return
-            time.sleep(1)
-        raise RuntimeError(f"Ray cluster did not reach {count} nodes in {timeout_s:.0f} s")
+        wait_until(lambda: len(self.alive_nodes()) >= count, timeout_s, f"the Ray cluster to reach {count} nodes",
+                   give_up=self._node_exited)
 
     def process_ids(self, title_prefix: str, node: subprocess.Popen | None = None) -> list[int]:
         """Pids of this cluster's processes (or of one `node`'s) whose title (Ray sets `ray::<actor or
@@ -148,6 +193,22 @@ class LocalRayCluster:
             except subprocess.TimeoutExpired:
                 self.kill_node(node)
         self.nodes.clear()
+
+
+def start_cluster(workdir: Path, head_params: list[str], worker_params: list[list[str]],
+                  env: dict[str, str] | None = None, timeout_s: float = 240) -> LocalRayCluster:
+    """A started LocalRayCluster of a test's own (workdir `<workdir>-<attempt>`). A head whose `ray start`
+    gave up on a busy machine is not retried in place (its ports may still be taken): the whole cluster
+    is started once more."""
+    for attempt in range(2):
+        cluster = LocalRayCluster(Path(f"{workdir}-{attempt}"), head_params, worker_params, env)
+        try:
+            return cluster.start(timeout_s)
+        except (RuntimeError, subprocess.TimeoutExpired):
+            cluster.stop()
+            if attempt == 1:
+                raise
+    raise AssertionError("unreachable")
 
 
 def run_cli(args: list[str], env: dict[str, str], timeout_s: float = 600) -> subprocess.CompletedProcess:

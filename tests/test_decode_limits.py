@@ -8,13 +8,11 @@ from __future__ import annotations
 import io
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pytest
-import skimage
 from PIL import Image
 
 from batchinfer.cli import build_parser, config_from_args
@@ -22,8 +20,9 @@ from batchinfer.config import DEFAULT_MAX_IMAGE_PIXELS
 from batchinfer.preprocess import (ERROR_KINDS, EvalTransform, Preprocessor, TooLarge, decode_image, failure,
                                    jpeg_orientation)
 from batchinfer.sink import errors_by_kind, prediction_schema
+from tests.support import photo_dir
 
-PHOTOS = Path(skimage.__file__).parent / "data"
+PHOTOS = photo_dir()
 HUGE = (12_000, 9_000)  # 108 MP
 
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
-import time
 
 import pyarrow.parquet as pq
 import pytest
@@ -13,7 +13,7 @@ from batchinfer.config import JobConfig
 from batchinfer.pipeline import run_job
 from batchinfer.sink import prediction_schema
 from batchinfer.storage import s3_filesystem
-from tests.support import BIN, run_cli
+from tests.support import BIN, RAY_ENV, run_cli, wait_until
 
 LITE0 = "timm:efficientnet_lite0"
 
@@ -116,25 +116,35 @@ def test_local_directory_input_and_output(ray_cluster, tmp_path, s3) -> None:
     assert sorted(table["path"].to_pylist())[0].startswith(str(tmp_path / "in"))
 
 
-def test_ray_job_submit_on_multi_node_cluster(ray_cluster, samples, cli_env) -> None:
-    """Submitted the way a KubeRay RayJob submitter does: `ray job submit -- <entrypoint>`."""
+@pytest.fixture(scope="module")
+def submitted_run(ray_cluster, samples, s3_options):
+    """The job submitted the way a KubeRay RayJob submitter does (`ray job submit -- <entrypoint>`) to the
+    two-node cluster: the submitter's result and what the job wrote."""
     entrypoint = ["batchinfer", "run", "--input", samples["images"], "--output", "s3://samples/out/submitted/",
                   "--model", LITE0, "--weights", samples["checkpoint"], "--device", "auto"]
-    env = {**cli_env, "PATH": f"{BIN}:{cli_env.get('PATH', '')}"}
+    env = {**os.environ, **RAY_ENV, "PATH": f"{BIN}:{os.environ.get('PATH', '')}"}
     env.pop("RAY_ADDRESS", None)
-    for _ in range(3):  # like KubeRay's submitter Job (backoffLimit): retry while the head's agent starts
+
+    def submitted() -> subprocess.CompletedProcess | None:
+        """One submission; None while the head's job agent has not registered yet ("No available agent":
+        the submission was refused before anything ran, so it is tried again, like KubeRay's submitter Job)."""
         result = subprocess.run([str(BIN / "ray"), "job", "submit", "--address", ray_cluster.dashboard_url,
                                  "--", *entrypoint], env=env, capture_output=True, text=True, timeout=900)
-        if "No available agent" not in result.stdout + result.stderr:
-            break
-        time.sleep(10)
+        return None if "No available agent" in result.stdout + result.stderr else result
+
+    result = wait_until(submitted, 300, "a job agent on the head to accept the submission", interval_s=5)
+    return result, read_output(s3_options, "s3://samples/out/submitted/")
+
+
+def test_ray_job_submit_on_multi_node_cluster(ray_cluster, submitted_run) -> None:
+    result, _ = submitted_run
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     assert "succeeded" in result.stdout.lower()
     assert len(ray_cluster.alive_nodes()) == 2
 
 
-def test_submitted_job_output(ray_cluster, s3_options, samples) -> None:
-    table, summary, success = read_output(s3_options, "s3://samples/out/submitted/")
+def test_submitted_job_output(submitted_run, samples) -> None:
+    _, (table, summary, success) = submitted_run
     assert success.size == 0 and table.num_rows == int(samples["count"])
     assert summary["device"] == "cpu"
     rows = {row["path"].rsplit("/", 1)[1]: row["label"] for row in table.to_pylist()}

@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import io
-from pathlib import Path
 
 import numpy as np
-import skimage
 import torch
 import torchvision
 from PIL import Image
 
 from batchinfer.models import ModelRequest, load_model
 from batchinfer.predictor import InferenceSettings, Predictor, fuse_for_cpu
+from tests.support import photo_dir
 
 
-PHOTOS = Path(skimage.__file__).parent / "data"
+PHOTOS = photo_dir()
 PNG_PHOTOS = ["coffee.png", "chelsea.png", "astronaut.png", "motorcycle_left.png"]
 
 

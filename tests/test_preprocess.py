@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pyarrow.fs as pafs
 import pytest
-import skimage
 import timm
 import torch
 from PIL import Image
@@ -16,8 +15,9 @@ from timm.data import create_transform, resolve_data_config
 from torchvision.models import get_model_weights
 
 from batchinfer.preprocess import BadImage, EvalTransform, Preprocessor, decode_image, failure
+from tests.support import photo_dir
 
-PHOTOS = Path(skimage.__file__).parent / "data"
+PHOTOS = photo_dir()
 REAL_PHOTOS = ["coffee.png", "chelsea.png", "astronaut.png", "rocket.jpg", "motorcycle_left.png"]
 
 

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import io
-from pathlib import Path
 
 import pytest
-import skimage
 import torch
 from PIL import Image
 
+from tests.support import photo_dir
 
-PHOTOS = Path(skimage.__file__).parent / "data"
+
+PHOTOS = photo_dir()
 JPEG_PHOTOS = ["rocket.jpg", "hubble_deep_field.jpg", "retina.jpg"]
 PNG_PHOTOS = ["coffee.png", "chelsea.png", "astronaut.png", "motorcycle_left.png", "camera.png"]
 

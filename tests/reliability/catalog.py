@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
-import skimage
 from PIL import Image
 
-PHOTOS = Path(skimage.__file__).parent / "data"
+from tests.support import photo_dir
+
+PHOTOS = photo_dir()
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from batchinfer.seaweed import SeaweedServer
-from tests.support import BIN, RAY_ENV, LocalRayCluster
+from tests.support import BIN, RAY_ENV, LocalRayCluster, start_cluster, wait_until
 
 SECRET = "bi-Known-Secret-3f9a1c7e5d2b8046"  # searched for in every log line and output object
 NODE_PARAMS = {"head": ["--num-cpus=1", "--object-store-memory=400000000"],
@@ -35,34 +35,15 @@ def store(tmp_path_factory) -> SeaweedServer:
 def cluster(store) -> LocalRayCluster:
     """Nodes carry the S3 settings in their environment, like KubeRay pods fed from a Secret."""
     env = {**store.env(), "PATH": f"{BIN}:{os.environ.get('PATH', '')}"}
-    for attempt in range(2):  # `ray start` gives up after 30 s of waiting on a busy machine: try once more
-        workdir = Path(f"/tmp/bi-rel-{os.getpid()}-{attempt}")  # Ray's socket paths must stay < 108 bytes
-        ray_cluster = LocalRayCluster(workdir, head_params=NODE_PARAMS["head"],
-                                      worker_params=[NODE_PARAMS["worker"]], env=env)
-        try:
-            ray_cluster.start(timeout_s=240)
-            break
-        except (RuntimeError, subprocess.TimeoutExpired):
-            ray_cluster.stop()
-            if attempt == 1:
-                raise
+    workdir = Path(f"/tmp/bi-rel-{os.getpid()}")  # Ray's socket paths must stay < 108 bytes
+    ray_cluster = start_cluster(workdir, NODE_PARAMS["head"], [NODE_PARAMS["worker"]], env)
     yield ray_cluster
     ray_cluster.stop()
 
 
-def replace_worker(ray_cluster: LocalRayCluster, lost) -> None:
+def replace_worker(ray_cluster: LocalRayCluster, lost: subprocess.Popen) -> None:
     """Start a new worker node in place of a lost one, as KubeRay does for a lost pod."""
-    ray_cluster.nodes.remove(lost)
-    for attempt in range(2):
-        node = ray_cluster._start_node([f"--address={ray_cluster.address}", *NODE_PARAMS["worker"]],
-                                       f"worker-{time.time_ns()}")
-        try:
-            ray_cluster.wait_for_nodes(2, 240)
-            return
-        except RuntimeError:
-            if node.poll() is None or attempt == 1:
-                raise
-            ray_cluster.nodes.remove(node)
+    ray_cluster.replace_node(lost, NODE_PARAMS["worker"], f"replacement-{time.time_ns()}")
 
 
 def job_env(server: SeaweedServer, ray_cluster: LocalRayCluster) -> dict[str, str]:
@@ -128,29 +109,24 @@ class Driver:
     def stderr(self) -> str:
         return self.stderr_path.read_text(errors="replace")
 
+    def ended(self) -> str | None:
+        """Why waiting on this run is pointless (it has exited), for wait_until's `give_up`."""
+        if self.process.poll() is None:
+            return None
+        return f"the job ended (exit {self.process.returncode}):\n{self.stderr[-3000:]}"
+
     def wait_for_staged_files(self, server: SeaweedServer, bucket: str, prefix: str, count: int,
                               timeout_s: float = 300) -> None:
         """Block until the run has staged `count` Parquet files (i.e. it is mid-run)."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            staged = [key for key in keys(server, bucket, meta(prefix) + "staging/") if key.endswith(".parquet")]
-            if len(staged) >= count:
-                return
-            if self.process.poll() is not None:
-                raise AssertionError(f"the job ended before staging {count} files:\n{self.stderr[-3000:]}")
-            time.sleep(0.2)
-        raise AssertionError(f"no {count} staged files within {timeout_s} s:\n{self.stderr[-3000:]}")
+        def staged() -> bool:
+            found = [key for key in keys(server, bucket, meta(prefix) + "staging/") if key.endswith(".parquet")]
+            return len(found) >= count
+
+        wait_until(staged, timeout_s, f"{count} staged files", give_up=self.ended, interval_s=0.2)
 
     def wait_for_text(self, text: str, timeout_s: float = 300) -> None:
         """Block until the driver has printed `text` (stderr), e.g. Ray Data's start of execution."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if text in self.stderr:
-                return
-            if self.process.poll() is not None:
-                raise AssertionError(f"the job ended before printing {text!r}:\n{self.stderr[-3000:]}")
-            time.sleep(0.1)
-        raise AssertionError(f"no {text!r} within {timeout_s} s:\n{self.stderr[-3000:]}")
+        wait_until(lambda: text in self.stderr, timeout_s, repr(text), give_up=self.ended, interval_s=0.1)
 
     def kill(self) -> None:
         if self.process.poll() is None:

@@ -76,7 +76,7 @@ class ActorWatcher:
                         self.seen.add(pid)
                 except ProcessLookupError:
                     continue
-            time.sleep(0.2)
+            time.sleep(0.2)  # the sampling interval: an actor lives far longer than this
 
     def stop(self) -> set[int]:
         self._thread.join()
@@ -176,11 +176,11 @@ def test_storage_restarted_and_paused_mid_run(flaky_store, cluster, tmp_path) ->
         driver.wait_for_text(PIPELINE_STARTED)
         assert staged_rows(flaky_store, BUCKET, "restarted/") == 0
         flaky_store.stop()
-        time.sleep(5)
+        time.sleep(5)  # the scenario: an outage of 5 s (shorter than --storage-timeout), not a wait for a condition
         flaky_store.start()
         driver.wait_for_staged_files(flaky_store, BUCKET, "restarted/", 1)
         flaky_store.pause()
-        time.sleep(3)
+        time.sleep(3)  # the scenario: the store frozen for 3 s while results are written
         flaky_store.resume()
         assert_mid_run(staged_rows(flaky_store, BUCKET, "restarted/"))
         assert driver.wait() == 0, driver.stderr[-4000:]

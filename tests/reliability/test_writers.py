@@ -15,7 +15,7 @@ import pytest
 from batchinfer.lease import LEASE
 from tests.reliability.catalog import photo_crops
 from tests.reliability.conftest import Driver, job_env, keys, meta, read_output, upload
-from tests.support import RAY_ENV
+from tests.support import RAY_ENV, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -90,8 +90,8 @@ def test_two_runs_on_one_output(server, cluster, tmp_path) -> None:
     args = ["--input", f"s3://{BUCKET}/photos/", "--output", f"s3://{BUCKET}/{prefix}", *JOB_ARGS]
     drivers = [Driver(args, env_for(server, cluster), tmp_path / name) for name in ("a", "b")]
     try:
-        while all(driver.process.poll() is None for driver in drivers):
-            time.sleep(0.2)
+        wait_until(lambda: any(driver.process.poll() is not None for driver in drivers), 600,
+                   "either run to end", interval_s=0.2)
         loser = next(driver for driver in drivers if driver.process.poll() is not None)
         winner = next(driver for driver in drivers if driver is not loser)
         assert winner.process.poll() is None  # the second writer gave up while the first still ran
@@ -124,12 +124,14 @@ def test_frozen_driver_loses_its_output_and_commits_nothing(store, cluster, tmp_
         frozen = run_id(first)
         retry = Driver([*args, "--resume", "--wait-for-lease", "120"], job_env(store, cluster), tmp_path / "retry")
         lease_key = meta(prefix) + LEASE
-        while True:  # the retry takes the lease once the frozen run's heartbeat is older than the TTL
-            assert retry.process.poll() is None, retry.stderr[-3000:]
+
+        def lease_holder_other_than_frozen() -> str | None:
             holder = json.loads(store.client().get_object(Bucket=BUCKET, Key=lease_key)["Body"].read())["run_id"]
-            if holder != frozen:
-                break
-            time.sleep(0.5)
+            return holder if holder != frozen else None
+
+        # the retry takes the lease once the frozen run's heartbeat is older than the TTL
+        holder = wait_until(lease_holder_other_than_frozen, 300, "the retry to take over the lease",
+                            give_up=retry.ended, interval_s=0.5)
         assert holder == run_id(retry)
         assert not keys(store, BUCKET, prefix + "_SUCCESS")
         os.kill(first.process.pid, signal.SIGCONT)
