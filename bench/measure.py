@@ -68,14 +68,16 @@ _TICKS = os.sysconf("SC_CLK_TCK")
 
 
 class ProcessSampler:
-    """Samples, every `interval_s`, this process and all its descendants (the driver, Ray's
-    GCS/raylet/workers/object store), leaving out processes named in `exclude` and their subtrees
+    """Samples, every `interval_s`, this process (or the processes in `roots`) and all its descendants
+    (the driver, Ray's GCS/raylet/workers/object store), leaving out processes named in `exclude` and their subtrees
     (the SeaweedFS server): the peak of their summed RSS and PSS, and the CPU seconds they used
     while the sampler ran (a process that ends between two samples loses at most one interval). Keeps
     the summed PSS of every sample (to show whether memory levels off) and, at the peak, PSS by kind of
     process."""
 
-    def __init__(self, exclude: frozenset[str] = frozenset({"weed"}), interval_s: float = 1.0) -> None:
+    def __init__(self, exclude: frozenset[str] = frozenset({"weed"}), interval_s: float = 1.0,
+                 roots: tuple[int, ...] = ()) -> None:
+        self.roots = roots or (os.getpid(),)
         self.exclude = exclude
         self.interval_s = interval_s
         self.peak_rss_kib = self.peak_pss_kib = 0
@@ -89,7 +91,7 @@ class ProcessSampler:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def sample(self) -> None:
-        pending, rss, pss, count = [os.getpid()], 0, 0, 0
+        pending, rss, pss, count = list(self.roots), 0, 0, 0
         by_title: dict[str, float] = {}
         while pending:
             pid = pending.pop()

@@ -10,11 +10,10 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import threading
-from pathlib import Path
 
 import pytest
 
+from bench.measure import ProcessSampler
 from tests.reliability.catalog import photo_crops
 from tests.reliability.conftest import Driver, job_env, read_output, upload
 from tests.support import BIN
@@ -25,45 +24,6 @@ IMAGES = 10_000
 BUCKET = "load"
 DRIVER_RSS_LIMIT = 2 << 30   # the driver holds only the listing and the summary
 CLUSTER_RSS_LIMIT = 8 << 30  # all Ray processes together, shared object-store pages counted per process
-
-
-def _rss(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
-
-
-def _process_groups() -> dict[int, list[int]]:
-    groups: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            groups.setdefault(int(fields[2]), []).append(int(entry.name))
-    return groups
-
-
-class PeakMemory(threading.Thread):
-    """Samples the RSS of the driver and of every process in the Ray nodes' process groups."""
-
-    def __init__(self, driver_pid: int, node_pids: list[int]) -> None:
-        super().__init__(daemon=True)
-        self.driver_pid, self.node_pids = driver_pid, node_pids
-        self.driver_peak = self.cluster_peak = 0
-        self.done = threading.Event()
-
-    def run(self) -> None:
-        while not self.done.wait(0.5):
-            groups = _process_groups()
-            pids = [pid for group in self.node_pids for pid in groups.get(group, [])]
-            self.driver_peak = max(self.driver_peak, _rss(self.driver_pid))
-            self.cluster_peak = max(self.cluster_peak, sum(_rss(pid) for pid in pids))
 
 
 def spilled_mib(cluster) -> float:
@@ -83,19 +43,21 @@ def test_ten_thousand_images_bounded_memory(store, cluster, tmp_path) -> None:
     driver = Driver(["--input", f"s3://{BUCKET}/images/", "--output", f"s3://{BUCKET}/out/",
                      "--model", "mobilenet_v3_small", "--weights", "none", "--batch-size", "64", "--top-k", "1"],
                     job_env(store, cluster), tmp_path)
-    memory = PeakMemory(driver.process.pid, [node.pid for node in cluster.nodes])
-    memory.start()
+    # Peak summed RSS of the driver, and of the Ray nodes' processes (each `ray start` and what it started).
+    driver_memory = ProcessSampler(roots=(driver.process.pid,), interval_s=0.5)
+    cluster_memory = ProcessSampler(roots=tuple(node.pid for node in cluster.nodes), interval_s=0.5)
     try:
-        assert driver.wait(timeout_s=3000) == 0, driver.stderr[-4000:]
+        with driver_memory, cluster_memory:
+            assert driver.wait(timeout_s=3000) == 0, driver.stderr[-4000:]
     finally:
-        memory.done.set()
         driver.kill()
+    driver_peak, cluster_peak = driver_memory.peak_rss_kib << 10, cluster_memory.peak_rss_kib << 10
     table, summary, _ = read_output(store, BUCKET, "out/")
     paths = table["path"].to_pylist()
     figures = {"rows": len(paths), "errors": summary["errors"], "images_per_s": summary["images_per_s"],
-               "pipeline_s": summary["pipeline_s"], "driver_peak_rss_mib": memory.driver_peak >> 20,
-               "ray_processes_peak_rss_mib": memory.cluster_peak >> 20,
+               "pipeline_s": summary["pipeline_s"], "driver_peak_rss_mib": driver_peak >> 20,
+               "ray_processes_peak_rss_mib": cluster_peak >> 20,
                "object_store_spilled_mib": spilled_mib(cluster) - spilled_before}
     print("load test:", json.dumps(figures))
     assert len(paths) == len(set(paths)) == IMAGES == summary["rows"] and summary["errors"] == 0
-    assert memory.driver_peak < DRIVER_RSS_LIMIT and memory.cluster_peak < CLUSTER_RSS_LIMIT, figures
+    assert driver_peak < DRIVER_RSS_LIMIT and cluster_peak < CLUSTER_RSS_LIMIT, figures

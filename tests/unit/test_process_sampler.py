@@ -1,0 +1,40 @@
+"""The one memory sampler (bench/measure.py ProcessSampler, also used by tests/reliability/test_load.py),
+on a real child process that holds a known amount of memory."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from bench.measure import ProcessSampler
+
+HELD_MIB = 64
+HOLDER = f"import sys; held = bytearray({HELD_MIB} << 20); print('ready', flush=True); sys.stdin.read()"
+
+
+@pytest.fixture
+def holder():
+    """A Python process holding HELD_MIB MiB (written, so resident) until its stdin closes."""
+    process = subprocess.Popen([sys.executable, "-c", HOLDER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                               text=True)
+    assert process.stdout.readline() == "ready\n"
+    yield process
+    process.stdin.close()
+    process.wait(timeout=30)
+
+
+def test_roots_limit_the_sample_to_those_processes_and_their_children(holder) -> None:
+    sampler = ProcessSampler(roots=(holder.pid,))
+    sampler.sample()
+    assert sampler.peak_processes == 1
+    assert HELD_MIB << 10 <= sampler.peak_rss_kib and HELD_MIB << 10 <= sampler.peak_pss_kib
+
+
+def test_default_root_is_this_process_and_its_descendants(holder) -> None:
+    sampler = ProcessSampler()
+    sampler.sample()
+    only_holder = ProcessSampler(roots=(holder.pid,))
+    only_holder.sample()
+    assert sampler.peak_processes >= 2 and sampler.peak_rss_kib > only_holder.peak_rss_kib
