@@ -21,7 +21,8 @@ from batchinfer.cli import build_parser, config_from_args
 from batchinfer.config import DEFAULT_MAX_IMAGE_PIXELS
 from batchinfer.preprocess import (ERROR_KINDS, EvalTransform, Preprocessor, TooLarge, decode_image, failure,
                                    jpeg_orientation)
-from batchinfer.sink import errors_by_kind, prediction_schema
+from batchinfer.columns import prediction_schema
+from batchinfer.sink import errors_by_kind
 
 PHOTOS = Path(skimage.__file__).parent / "data"
 HUGE = (12_000, 9_000)  # 108 MP
