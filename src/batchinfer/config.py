@@ -1,8 +1,9 @@
 """Typed, validated job configuration, built from CLI flags and the standard AWS environment.
 
 Each setting is defined once, here: its field, default and `flag()` metadata (flag name, help, how
-to parse it, choices, group). The CLI (cli.build_parser) and docs/cli.md are generated from them, so a
-new flag is one field here, a line in docs/cli.md (regenerated) and, when the chart sets it, a value.
+to parse it, choices, group). The CLI (cli.build_parser) and docs/cli.md (python -m tests.cli_doc) are
+generated from them, so a new flag is one field here (plus its range check in `validate()`), the
+regenerated docs/cli.md and, when the chart should set it, a chart value (else `job.extraArgs`).
 """
 
 from __future__ import annotations
