@@ -22,8 +22,8 @@ class DefaultsHelpFormatter(argparse.HelpFormatter):
     def _get_help_string(self, action: argparse.Action) -> str | None:
         if action.required or action.default in (None, False, argparse.SUPPRESS):
             return action.help
-        return f"{action.help} (default: {action.default:g})" if isinstance(action.default, float) \
-            else f"{action.help} (default: {action.default})"
+        default = f"{action.default:g}" if isinstance(action.default, float) else action.default
+        return f"{action.help} (default: {default})"
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -54,8 +54,9 @@ def add_flags(parser: argparse.ArgumentParser, *configs: type, only: Sequence[st
     for spec_field, spec in (item for config in configs for item in flag_fields(config)):
         if only is not None and spec_field.name not in only:
             continue
-        group = groups.get(spec.group) or groups.setdefault(spec.group, parser.add_argument_group(spec.group))
-        group.add_argument(spec.name, dest=spec_field.name, **_argparse_options(spec, spec_field.default))
+        if spec.group not in groups:
+            groups[spec.group] = parser.add_argument_group(spec.group)
+        groups[spec.group].add_argument(spec.name, dest=spec_field.name, **_argparse_options(spec, spec_field.default))
 
 
 def _argparse_options(spec: Flag, default: Any) -> dict[str, Any]:
