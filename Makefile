@@ -32,7 +32,7 @@ $(STAMP): pyproject.toml constraints.txt
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/batchinfer demo
+	$(BIN)/python -m devkit.demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest tests

@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image
 
 if TYPE_CHECKING:  # only for hints: bench.gpu uses the generator on machines without boto3
-    from batchinfer.seaweed import SeaweedServer
+    from devkit.seaweed import SeaweedServer
 
 BUCKET = "bench"
 SOURCE_PHOTOS = ("astronaut.png", "coffee.png", "chelsea.png", "rocket.jpg", "motorcycle_left.png",

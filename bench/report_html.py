@@ -28,7 +28,8 @@ from PIL import Image
 from batchinfer.config import S3Options
 from batchinfer.models import imagenet_categories
 from batchinfer.report import THUMBNAILS, write_report
-from batchinfer.sink import META_SUFFIX, SUCCESS, SUMMARY, Output, prediction_schema
+from batchinfer.columns import prediction_schema
+from batchinfer.sink import META_SUFFIX, SUCCESS, SUMMARY, Output
 from batchinfer.storage import resolve
 
 RESULTS = Path(__file__).parent / "results"

@@ -34,7 +34,7 @@ from batchinfer.models import ModelRequest, load_model
 from batchinfer.pipeline import connect_ray, inference_settings, plan_resources, run_job
 from batchinfer.predictor import CPU_BATCH_SIZE, InferenceSettings, Predictor, resolve_precision
 from batchinfer.preprocess import Preprocessor
-from batchinfer.seaweed import SeaweedServer
+from devkit.seaweed import SeaweedServer
 from batchinfer.sink import Output
 from batchinfer.storage import resolve
 

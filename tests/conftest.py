@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from batchinfer.config import S3Options
-from batchinfer.demo import efficientnet_lite0_checkpoint, sample_images
+from devkit.samples import efficientnet_lite0_checkpoint, sample_images
 from batchinfer.models import ModelRequest
-from batchinfer.seaweed import SeaweedServer
+from devkit.seaweed import SeaweedServer
 from tests.support import BIN, RAY_ENV, LocalRayCluster, start_cluster
 
 SAMPLES = "samples"

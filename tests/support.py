@@ -15,7 +15,7 @@ from typing import TypeVar
 
 import ray
 
-from batchinfer.seaweed import free_ports
+from devkit.seaweed import free_ports
 
 BIN = Path(sys.executable).parent
 RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}

@@ -19,7 +19,8 @@ from batchinfer.cli import build_parser, config_from_args
 from batchinfer.config import DEFAULT_MAX_IMAGE_PIXELS
 from batchinfer.preprocess import (ERROR_KINDS, EvalTransform, Preprocessor, TooLarge, decode_image, failure,
                                    jpeg_orientation)
-from batchinfer.sink import errors_by_kind, prediction_schema
+from batchinfer.columns import prediction_schema
+from batchinfer.sink import errors_by_kind
 from tests.support import photo_dir
 
 PHOTOS = photo_dir()

@@ -11,7 +11,7 @@ import pytest
 
 from batchinfer.config import JobConfig
 from batchinfer.pipeline import run_job
-from batchinfer.sink import prediction_schema
+from batchinfer.columns import prediction_schema
 from batchinfer.storage import s3_filesystem
 from tests.support import BIN, RAY_ENV, run_cli, wait_until
 
@@ -101,7 +101,7 @@ def test_cli_rerun_refuses_then_overwrites(ray_cluster, samples, cli_env) -> Non
 
 
 def test_local_directory_input_and_output(ray_cluster, tmp_path, s3) -> None:
-    from batchinfer.demo import sample_images
+    from devkit.samples import sample_images
 
     for key, data in list(sample_images().items())[:3]:
         (tmp_path / "in" / key).parent.mkdir(parents=True, exist_ok=True)

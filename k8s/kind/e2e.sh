@@ -67,7 +67,7 @@ for _ in $(seq 60); do
   (echo > "/dev/tcp/127.0.0.1/$LOCAL_PORT") 2>/dev/null && break
   sleep 1
 done
-"$PY" k8s/kind/s3seed.py seed --endpoint "http://127.0.0.1:$LOCAL_PORT"
+PYTHONPATH="$ROOT" "$PY" k8s/kind/s3seed.py seed --endpoint "http://127.0.0.1:$LOCAL_PORT"
 
 # 5. the chart, with the CPU values
 "$HELM" upgrade --install "$RELEASE" helm/batchinfer -n "$NS" -f k8s/kind/values-cpu.yaml --wait=false
@@ -91,5 +91,5 @@ done
 kubectl -n "$NS" logs "job/$RAYJOB" --tail=60 || true
 
 # 7. read the Parquet rows back
-"$PY" k8s/kind/s3seed.py show --endpoint "http://127.0.0.1:$LOCAL_PORT"
+PYTHONPATH="$ROOT" "$PY" k8s/kind/s3seed.py show --endpoint "http://127.0.0.1:$LOCAL_PORT"
 echo "kind e2e: OK"

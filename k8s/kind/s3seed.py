@@ -4,7 +4,7 @@
     python k8s/kind/s3seed.py show --endpoint http://127.0.0.1:18333   # print the Parquet rows
 
 Credentials come from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY. The photos and the pretrained
-EfficientNet-Lite0 checkpoint are the ones `batchinfer demo` uses (no internet needed).
+EfficientNet-Lite0 checkpoint are the ones `make demo` uses (devkit.samples; e2e.sh runs this with the repository root on PYTHONPATH) (no internet needed).
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ def _client(endpoint: str):
 
 
 def seed(endpoint: str) -> None:
-    from batchinfer.demo import efficientnet_lite0_checkpoint, sample_images
+    from devkit.samples import efficientnet_lite0_checkpoint, sample_images
 
     client = _client(endpoint)
     existing = {b["Name"] for b in client.list_buckets().get("Buckets", [])}

@@ -1,11 +1,17 @@
-"""Typed, validated job configuration, built from CLI flags and the standard AWS environment."""
+"""Typed, validated job configuration, built from CLI flags and the standard AWS environment.
+
+Each setting is defined once, here: its field, default and `flag()` metadata (flag name, help, how
+to parse it, choices, group). The CLI (cli.build_parser) and docs/cli.md (python -m tests.cli_doc) are
+generated from them, so a new flag is one field here (plus its range check in `validate()`), the
+regenerated docs/cli.md and, when the chart should set it, a chart value (else `job.extraArgs`).
+"""
 
 from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
-from typing import Mapping
+from dataclasses import MISSING, Field, dataclass, field, fields
+from typing import Any, Callable, Mapping
 
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -15,6 +21,36 @@ DEFAULT_MAX_IMAGE_PIXELS = 1024 * 1024 * 1024 // 4 // 3  # Pillow's decompressio
 
 class UserError(Exception):
     """A mistake the user can fix. The CLI prints it as one line and exits with status 2."""
+
+
+def positive_int(text: str) -> int:
+    """A whole number of at least 1. Raises ValueError saying what is wrong."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise ValueError(f"must be at least 1, got {text}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """A number greater than 0. Raises ValueError saying what is wrong."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"expected a number, got {text!r}") from None
+    if value <= 0:
+        raise ValueError(f"must be greater than 0, got {text}")
+    return value
+
+
+def number(text: str) -> float:
+    """Any number (validate() checks its range). Raises ValueError saying what is wrong."""
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"expected a number, got {text!r}") from None
 
 
 def parse_worker_range(text: str) -> tuple[int, int]:
@@ -31,11 +67,43 @@ def parse_worker_range(text: str) -> tuple[int, int]:
 
 
 @dataclass(frozen=True)
+class Flag:
+    """How a configuration field appears on the command line. The help never repeats the default:
+    `batchinfer run --help` and docs/cli.md add it from the field."""
+
+    name: str                                   # e.g. "--rows-per-file"
+    help: str
+    group: str                                  # the section of `batchinfer run --help` and docs/cli.md
+    parse: Callable[[str], Any] | None = None   # text → value, raising ValueError; None: the text itself
+    choices: tuple[str, ...] | None = None
+    metavar: str | None = None
+    required: bool = False                      # no default: the flag must be given
+
+
+IO, MODEL, COMPUTE, STORAGE = ("input and output", "model", "compute",
+                               "storage (overrides the AWS_* environment)")
+
+
+def flag(name: str, help: str, group: str, default: Any = MISSING, **options: Any) -> Any:
+    """A dataclass field with a default (none: a required flag) that is also a command-line flag."""
+    spec = Flag(name, help, group, required=default is MISSING, **options)
+    return field(default=default, metadata={"flag": spec})
+
+
+def flag_fields(cls: type) -> list[tuple[Field, Flag]]:
+    """The fields of a configuration dataclass that are flags, in definition order."""
+    return [(f, f.metadata["flag"]) for f in fields(cls) if "flag" in f.metadata]
+
+
+@dataclass(frozen=True)
 class S3Options:
     """How to reach S3-compatible storage. Secrets are kept out of repr() so they never reach logs."""
 
-    endpoint: str | None = None
-    region: str | None = None
+    endpoint: str | None = flag("--s3-endpoint", "S3 endpoint URL, e.g. http://seaweedfs:8333 (instead of "
+                                 "AWS_ENDPOINT_URL)", STORAGE, None,
+                                 metavar="URL")
+    region: str | None = flag("--s3-region", "S3 region (instead of AWS_REGION)", STORAGE, None,
+                              metavar="REGION")
     access_key: str | None = field(default=None, repr=False)
     secret_key: str | None = field(default=None, repr=False)
     session_token: str | None = field(default=None, repr=False)
@@ -58,28 +126,70 @@ class S3Options:
 class JobConfig:
     """Everything one run needs. `validate()` turns bad values into a UserError before any work."""
 
-    input_uri: str
-    output_uri: str
-    model: str = "resnet50"
-    weights: str = "default"
-    categories: str | None = None
-    batch_size: int | None = None  # None: chosen per device (predictor.default_batch_size)
-    device: str = "auto"
-    num_workers: tuple[int, int] | None = None  # (min, max) inference actors; None: sized from the cluster
-    num_gpus_per_worker: float = 1.0
-    num_cpus_per_worker: float | None = None
-    top_k: int = 5
-    label_from_path: str | None = None
-    limit: int | None = None
-    rows_per_file: int = 10_000
-    overwrite: bool = False
-    resume: bool = False
-    precision: str = "auto"
-    gpu_decode: str = "auto"
-    compile: bool = False
-    storage_timeout_s: float = 180.0
-    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
-    wait_for_lease_s: float = 0.0
+    input_uri: str = flag(
+        "--input", "s3://BUCKET/PREFIX/ or a local directory (file:// or a path); every image under it, "
+        "recursively (.jpg .jpeg .png .webp .bmp .gif .tif .tiff, any case; other objects are skipped and "
+        "counted)", IO, metavar="URI")
+    output_uri: str = flag(
+        "--output", "s3://BUCKET/PREFIX/ or a local directory, not inside the input and not a bucket root: "
+        "Parquet part files and _SUCCESS; the run's summary and report go to <output>.batchinfer/",
+        IO, metavar="URI")
+    limit: int | None = flag("--limit", "classify only the first N images (sorted by key)", IO, None,
+                             parse=positive_int, metavar="N")
+    label_from_path: str | None = flag(
+        "--label-from-path", "ground truth from the object path (the first group, or the whole match), "
+        "e.g. '([^/]+)/[^/]+$' for the parent directory; adds true_label, correct and the accuracy",
+        IO, None, metavar="REGEX")
+    rows_per_file: int = flag(
+        "--rows-per-file", "at most this many rows per Parquet file (each write gathers this many rows); "
+        "also the unit of --resume", IO, 10_000, parse=positive_int, metavar="N")
+    max_image_pixels: int = flag(
+        "--max-image-pixels", "an image that would decode to more than N pixels becomes an error row "
+        "(too_large), never decoded; JPEGs count at the reduced size they are decoded at, other formats "
+        "at full size. The default is Pillow's decompression-bomb limit", IO, DEFAULT_MAX_IMAGE_PIXELS,
+        parse=positive_int, metavar="N")
+    overwrite: bool = flag("--overwrite", "replace an output that already holds a finished run", IO, False)
+    resume: bool = flag("--resume", "keep what an interrupted run of the same job finished and classify "
+                        "only the rest; a no-op on a finished output", IO, False)
+    wait_for_lease_s: float = flag(
+        "--wait-for-lease", "when another run is writing the same --output, wait up to this long for it to "
+        "end (0: exit 2 at once, naming that run)", IO, 0.0, parse=number, metavar="SECONDS")
+
+    model: str = flag("--model", "a torchvision model name (resnet50, efficientnet_b0, vit_b_16, …), "
+                      "timm:<name> (needs batchinfer[timm]), or a TorchScript (.pt) / ExportedProgram "
+                      "(.pt2) file URI", MODEL, "resnet50")
+    weights: str = flag("--weights", "'default': the model's pretrained weights (downloaded; needs "
+                        "internet), 'none', or a state_dict URI (s3://…, a file)", MODEL, "default")
+    categories: str | None = flag(
+        "--categories", "class names, one per line, in output order (otherwise the weights' names, or "
+        "ImageNet-1k for 1000 outputs)", MODEL, None, metavar="URI")
+    top_k: int = flag("--top-k", "classes per row (1 to 1000)", MODEL, 5, parse=positive_int, metavar="K")
+
+    device: str = flag("--device", "auto: CUDA when the cluster has GPUs now, else CPU; cuda: GPU actors, "
+                       "waiting for the autoscaler to add GPU nodes when there are none yet", COMPUTE, "auto",
+                       choices=DEVICES)
+    batch_size: int | None = flag(  # None: chosen per device (predictor.default_batch_size)
+        "--batch-size", "images per forward pass (default: 16 on CPU; on CUDA by GPU memory, 512 on 70+ "
+        "GiB, 256 on 30+, 128 on 14+, else 64)", COMPUTE, None, parse=positive_int, metavar="N")
+    num_workers: tuple[int, int] | None = flag(  # (min, max) inference actors; None: sized from the cluster
+        "--num-workers", "inference actors: N (fixed) or MIN-MAX (Ray Data scales the pool; its pending "
+        "actors make the Ray autoscaler add nodes). Default: one per GPU present, else one CPU actor",
+        COMPUTE, None, parse=parse_worker_range, metavar="N|MIN-MAX")
+    num_gpus_per_worker: float = flag("--num-gpus-per-worker", "GPUs per inference actor on CUDA "
+                                      "(fractions share a GPU)", COMPUTE, 1.0, parse=positive_float, metavar="N")
+    num_cpus_per_worker: float | None = flag(
+        "--num-cpus-per-worker", "CPUs per inference actor; torch threads follow (default: 1 on GPU; on CPU "
+        "the node's cores minus room for decoding)", COMPUTE, None, parse=positive_float, metavar="N")
+    precision: str = flag("--precision", "auto: bf16 autocast on CUDA (fp16 without bf16), fp32 on CPU",
+                          COMPUTE, "auto", choices=PRECISIONS)
+    gpu_decode: str = flag("--gpu-decode", "decode JPEGs on the GPU with nvjpeg (auto: when the device is "
+                           "CUDA)", COMPUTE, "auto", choices=GPU_DECODE_MODES)
+    compile: bool = flag("--compile", "torch.compile the model", COMPUTE, False)
+
+    storage_timeout_s: float = flag(
+        "--storage-timeout", "how long the object store may stay unreachable mid-run (retried with "
+        "backoff) before the job fails with nothing committed", STORAGE, 180.0, parse=positive_float,
+        metavar="SECONDS")
     s3: S3Options = field(default_factory=S3Options)
 
     def validate(self) -> "JobConfig":

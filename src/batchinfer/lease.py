@@ -11,7 +11,7 @@ store's clock (the object's Last-Modified against the answer's Date header), nev
 Some S3-compatible servers ignore the conditional headers. A probe at start finds out; there every
 lease write is checked instead: look, write, wait SETTLE_S, read back and compare. That still stops a
 second run that starts seconds after the first, but two runs that start within the settle time can
-both pass: a weaker guarantee (README, Failure handling).
+both pass: a weaker guarantee (docs/reliability.md, One writer per output).
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 import pyarrow as pa
 import ray
 
+from batchinfer import columns as col
 from batchinfer.config import JobConfig, UserError
 from batchinfer.lease import Lease, acquire
 from batchinfer.models import ModelRequest, load_model
@@ -211,7 +212,7 @@ def build_dataset(config: JobConfig, request: ModelRequest, resources: Resources
     On CUDA an actor call takes CUDA_ACTOR_BATCH images and runs them in forward batches of
     --batch-size (default by GPU memory), staging the next forward batch while one computes; with two
     calls in flight per actor, Ray Data gathers the next call's input while the model runs."""
-    blocks = [pa.table({"path": paths[i:i + DECODE_BATCH]}) for i in range(0, len(paths), DECODE_BATCH)]
+    blocks = [pa.table({col.PATH: paths[i:i + DECODE_BATCH]}) for i in range(0, len(paths), DECODE_BATCH)]
     if use_gpu_decode(config.gpu_decode, resources.device):
         preprocessor = preprocessor.passing_jpegs()
     settings = inference_settings(config, resources)

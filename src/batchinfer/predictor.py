@@ -12,10 +12,11 @@ import pyarrow as pa
 import torch
 from torch.fx.experimental.optimization import fuse as fuse_conv_bn
 
+from batchinfer import columns as col
+from batchinfer.columns import prediction_schema
 from batchinfer.gpu_decode import DeviceDecoder
 from batchinfer.models import ModelRequest, load_model
 from batchinfer.preprocess import Failure
-from batchinfer.sink import prediction_schema
 
 
 @dataclass(frozen=True)
@@ -176,22 +177,22 @@ class Predictor:
                     ) -> tuple[torch.Tensor, list[Failure | None]]:
         """Crops of `rows` on the device, from either batch layout, and per-row decode errors (GPU
         decode finds some files only now)."""
-        if "image" in batch:
-            return self.to_device(batch["image"][rows]), [None] * len(rows)
+        if col.IMAGE in batch:
+            return self.to_device(batch[col.IMAGE][rows]), [None] * len(rows)
         crops = torch.empty((len(rows), 3, self.crop_size, self.crop_size), dtype=torch.uint8,
                             device=self.device)
         errors: list[Failure | None] = [None] * len(rows)
-        jpegs = batch["jpeg"][rows]
+        jpegs = batch[col.JPEG][rows]
         is_jpeg = np.array([isinstance(jpeg, bytes) for jpeg in jpegs], dtype=bool)
         if is_jpeg.any():
-            decoded, jpeg_errors = self.decoder(list(jpegs[is_jpeg]), batch["orientation"][rows][is_jpeg])
+            decoded, jpeg_errors = self.decoder(list(jpegs[is_jpeg]), batch[col.ORIENTATION][rows][is_jpeg])
             crops[torch.from_numpy(np.flatnonzero(is_jpeg))] = decoded  # index, not a mask: no nonzero() sync
             for position, error in zip(np.flatnonzero(is_jpeg), jpeg_errors):
                 errors[position] = error
         if not is_jpeg.all():
             shape = (self.crop_size, self.crop_size, 3)
             pixels = np.stack([np.frombuffer(data, dtype=np.uint8).reshape(shape)
-                               for data in batch["pixels"][rows][~is_jpeg]])
+                               for data in batch[col.PIXELS][rows][~is_jpeg]])
             crops[torch.from_numpy(np.flatnonzero(~is_jpeg))] = self.to_device(pixels)
         return crops, errors
 
@@ -239,7 +240,7 @@ class Predictor:
         return torch.cat(scores).cpu().numpy(), torch.cat(indices).cpu().numpy(), errors
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
-        paths, errors, kinds = batch["path"], _strings(batch["error"]), _strings(batch["error_kind"])
+        paths, errors, kinds = batch[col.PATH], _strings(batch[col.ERROR]), _strings(batch[col.ERROR_KIND])
         rows = np.flatnonzero([error is None for error in errors])
         size = len(paths)
         labels, indices, scores = [None] * size, [None] * size, [None] * size
@@ -255,15 +256,15 @@ class Predictor:
                 topk_labels[row] = self.categories[k_indices].tolist()
                 topk_scores[row] = k_scores.tolist()
         columns = {
-            "path": list(paths), "label": labels, "label_index": indices, "score": scores,
-            "topk_labels": topk_labels, "topk_scores": topk_scores, "model": [self.model_name] * size,
-            "error": errors, "error_kind": kinds,
+            col.PATH: list(paths), col.LABEL: labels, col.LABEL_INDEX: indices, col.SCORE: scores,
+            col.TOPK_LABELS: topk_labels, col.TOPK_SCORES: topk_scores, col.MODEL: [self.model_name] * size,
+            col.ERROR: errors, col.ERROR_KIND: kinds,
         }
-        with_truth = "true_label" in batch
+        with_truth = col.TRUE_LABEL in batch
         if with_truth:
-            truths = _strings(batch["true_label"])
-            columns["true_label"] = truths
-            columns["correct"] = [None if label is None or truth is None
+            truths = _strings(batch[col.TRUE_LABEL])
+            columns[col.TRUE_LABEL] = truths
+            columns[col.CORRECT] = [None if label is None or truth is None
                                   else normalize_label(label) == normalize_label(truth)
                                   for label, truth in zip(labels, truths)]
         return pa.table(columns, schema=prediction_schema(with_truth))

@@ -19,6 +19,7 @@ import pyarrow.fs as pafs
 from PIL import Image, ImageOps, JpegImagePlugin, UnidentifiedImageError
 from torchvision.transforms import InterpolationMode, v2
 
+from batchinfer import columns as col
 from batchinfer.config import DEFAULT_MAX_IMAGE_PIXELS, S3Options
 from batchinfer.storage import STORAGE_TIMEOUT_S, read_many
 
@@ -209,7 +210,7 @@ class Preprocessor:
         return match.group(1) if match.re.groups else match.group(0)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        paths: Sequence[str] = [str(p) for p in batch["path"]]
+        paths: Sequence[str] = [str(p) for p in batch[col.PATH]]
         crop = self.transform.crop_size
         images = np.zeros((len(paths), crop, crop, 3), dtype=np.uint8)
         failures: list[Failure | None] = [None] * len(paths)
@@ -229,16 +230,16 @@ class Preprocessor:
             except Exception as exc:  # noqa: BLE001 - any undecodable input becomes an error row
                 failures[index] = failure(exc)
         uris = [self.uri_prefix + path for path in paths]
-        out = {"path": np.array(uris, dtype=object),
-               "error": np.array([f and f.message for f in failures], dtype=object),
-               "error_kind": np.array([f and f.kind for f in failures], dtype=object)}
+        out = {col.PATH: np.array(uris, dtype=object),
+               col.ERROR: np.array([f and f.message for f in failures], dtype=object),
+               col.ERROR_KIND: np.array([f and f.kind for f in failures], dtype=object)}
         if self.keep_jpegs:
             decoded_here = [jpeg is None and f is None for jpeg, f in zip(jpegs, failures)]
-            out |= {"jpeg": np.array(jpegs, dtype=object), "orientation": orientations,
-                    "pixels": np.array([image.tobytes() if keep else None
+            out |= {col.JPEG: np.array(jpegs, dtype=object), col.ORIENTATION: orientations,
+                    col.PIXELS: np.array([image.tobytes() if keep else None
                                         for image, keep in zip(images, decoded_here)], dtype=object)}
         else:
-            out["image"] = images
+            out[col.IMAGE] = images
         if self.label_pattern:
-            out["true_label"] = np.array([self.true_label(uri) for uri in uris], dtype=object)
+            out[col.TRUE_LABEL] = np.array([self.true_label(uri) for uri in uris], dtype=object)
         return out

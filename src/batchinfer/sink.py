@@ -1,4 +1,4 @@
-"""Parquet output: the prediction schema, a staging area per output, and an atomic-looking commit.
+"""Parquet output (the schema is columns.prediction_schema): a staging area, an atomic-looking commit.
 
 The output prefix holds only what readers want: `part-NNNNN.parquet` files and, once they are all
 there, an empty `_SUCCESS` (Spark's convention; polars, DuckDB's `*.parquet` glob, pandas, pyarrow and
@@ -23,6 +23,7 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from batchinfer import columns as col
 from batchinfer.config import S3Options, UserError
 from batchinfer.storage import Location, file_info, read_bytes, write_bytes
 
@@ -39,28 +40,10 @@ class CommitError(RuntimeError):
     """The staged results don't cover every input; nothing was marked successful."""
 
 
-def prediction_schema(with_truth: bool = False) -> pa.Schema:
-    """The output contract: one row per input object."""
-    fields = [
-        pa.field("path", pa.string(), nullable=False),
-        pa.field("label", pa.string()),
-        pa.field("label_index", pa.int32()),
-        pa.field("score", pa.float32()),
-        pa.field("topk_labels", pa.list_(pa.string())),
-        pa.field("topk_scores", pa.list_(pa.float32())),
-        pa.field("model", pa.string()),
-        pa.field("error", pa.string()),
-        pa.field("error_kind", pa.string()),  # preprocess.ERROR_KINDS; null when classified
-    ]
-    if with_truth:
-        fields += [pa.field("true_label", pa.string()), pa.field("correct", pa.bool_())]
-    return pa.schema(fields)
-
-
 def errors_by_kind(table: pa.Table) -> Counter:
     """How many rows of `table` are error rows, per `error_kind`."""
     return Counter({item["values"]: item["counts"]
-                    for item in pc.value_counts(table["error_kind"].drop_null()).to_pylist()})
+                    for item in pc.value_counts(table[col.ERROR_KIND].drop_null()).to_pylist()})
 
 
 @dataclass(frozen=True)
@@ -127,9 +110,9 @@ class Output:
         """Input URIs that already have a staged result (from an earlier, interrupted run)."""
         done: set[str] = set()
         for path in self.staged_files():
-            table = self.read_staged(path, columns=["path"])
+            table = self.read_staged(path, columns=[col.PATH])
             if table is not None:
-                done.update(table["path"].to_pylist())
+                done.update(table[col.PATH].to_pylist())
         return done
 
     def commit(self, expected: list[str], summary: dict, still_owner: Callable[[], None]) -> dict:
@@ -148,7 +131,7 @@ class Output:
             if table is None:
                 continue
             keep = [path in wanted and path not in seen and not seen.add(path)
-                    for path in table["path"].to_pylist()]
+                    for path in table[col.PATH].to_pylist()]
             table = table.filter(pa.array(keep, pa.bool_()))
             if table.num_rows == 0:
                 continue
@@ -160,7 +143,7 @@ class Output:
                 pq.write_table(table, destination, filesystem=self.fs)
             written_at = self.fs.get_file_info(staged).mtime.astimezone(timezone.utc).isoformat()
             files.append(CommittedFile(name, table.num_rows, written_at))
-            classified = table["error"].null_count
+            classified = table[col.ERROR].null_count
             totals["rows"] += table.num_rows
             totals["ok"] += classified
             totals["errors"] += table.num_rows - classified

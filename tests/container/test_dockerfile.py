@@ -60,3 +60,17 @@ def test_build_scripts_parse():
         path = ROOT / "docker" / script
         assert path.exists(), path
         subprocess.run(["bash", "-n", str(path)], check=True, timeout=30)
+
+
+def test_image_ships_only_the_package():
+    """The dev-only devkit/ (local S3 server, sample data, the demo), bench/ and tests/ stay out of the
+    wheel and the image: setuptools packages src/ alone, the build context has no other code, and
+    nothing in the package imports them."""
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert re.search(r'^\[tool\.setuptools\.packages\.find\]\nwhere = \["src"\]$', pyproject, re.M)
+    allowed = {ln.strip()[1:].rstrip("/") for ln in (ROOT / ".dockerignore").read_text().splitlines()
+               if ln.strip().startswith("!")}
+    assert not allowed & {"devkit", "bench", "tests"}
+    dev_import = re.compile(r"^\s*(from|import)\s+(devkit|bench|tests)\b", re.M)
+    offenders = [p.name for p in (ROOT / "src" / "batchinfer").glob("*.py") if dev_import.search(p.read_text())]
+    assert offenders == [], f"the package must not import dev-only code: {offenders}"

@@ -34,7 +34,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from batchinfer.seaweed import free_ports
+from devkit.seaweed import free_ports
 from tests.chart.kuberay_rules import ray_start_flags
 from tests.chart.render import documents, rayjob_of, template  # the chart tests' own helm renderer
 
@@ -196,7 +196,7 @@ class Pod:
 # ---------------------------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="module")
 def s3():
-    from batchinfer.seaweed import SeaweedServer
+    from devkit.seaweed import SeaweedServer
 
     pidfile = Path(STATE_DIR, "weed.pid") if STATE_DIR else None
     with SeaweedServer() as server:

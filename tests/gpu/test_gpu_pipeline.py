@@ -8,7 +8,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from batchinfer.config import JobConfig
-from batchinfer.demo import sample_images
+from devkit.samples import sample_images
 from batchinfer.models import load_model
 from batchinfer.pipeline import run_job
 from batchinfer.predictor import InferenceSettings, Predictor

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from batchinfer.seaweed import SeaweedServer
+from devkit.seaweed import SeaweedServer
 from tests.support import BIN, RAY_ENV, LocalRayCluster, start_cluster, wait_until
 
 SECRET = "bi-Known-Secret-3f9a1c7e5d2b8046"  # searched for in every log line and output object

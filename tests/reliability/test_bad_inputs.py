@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from batchinfer.demo import efficientnet_lite0_checkpoint
+from devkit.samples import efficientnet_lite0_checkpoint
 from tests.reliability.catalog import NON_IMAGES, bad_input_catalog
 from tests.reliability.conftest import SECRET, Driver, job_env, keys, meta, read_output, upload
 

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from batchinfer.seaweed import SeaweedServer
+from devkit.seaweed import SeaweedServer
 from tests.reliability.catalog import photo_crops
 from tests.reliability.conftest import (Driver, job_env, keys, meta, read_output, replace_worker, staged_rows,
                                         upload)

@@ -15,7 +15,7 @@ import pytest
 from moto.server import ThreadedMotoServer
 from PIL import Image
 
-from batchinfer.demo import efficientnet_lite0_checkpoint
+from devkit.samples import efficientnet_lite0_checkpoint
 from tests.reliability.catalog import PHOTOS
 from tests.reliability.conftest import Driver, job_env
 

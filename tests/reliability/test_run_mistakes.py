@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from batchinfer.cli import main
-from batchinfer.demo import efficientnet_lite0_checkpoint
+from devkit.samples import efficientnet_lite0_checkpoint
 from tests.reliability.catalog import photo_crops
 from tests.reliability.conftest import upload
 from tests.support import free_port

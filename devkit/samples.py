@@ -1,4 +1,5 @@
-"""The embedded default: a local S3 server, sample photos, real pretrained weights, one job run."""
+"""Sample inputs that need no network: real photos, generated and corrupt images, and a pretrained
+EfficientNet-Lite0 checkpoint (the demo, the tests, the benchmarks and the kind run use them)."""
 
 from __future__ import annotations
 
@@ -6,14 +7,8 @@ import io
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 from PIL import Image
 
-from batchinfer.config import JobConfig, S3Options
-from batchinfer.seaweed import SeaweedServer
-from batchinfer.storage import s3_filesystem
-
-BUCKET = "batchinfer-demo"
 SKIMAGE_PHOTOS = ("coffee.png", "chelsea.png", "astronaut.png", "rocket.jpg", "motorcycle_left.png",
                   "hubble_deep_field.jpg")
 
@@ -63,34 +58,3 @@ def _exif_orientation(value: int) -> bytes:
     exif = Image.Exif()
     exif[0x0112] = value
     return exif.tobytes()
-
-
-def run_demo() -> dict:
-    """Start SeaweedFS, upload samples and weights, classify them on local Ray, print, stop."""
-    from batchinfer.cli import print_summary
-    from batchinfer.pipeline import run_job
-
-    with SeaweedServer() as server:
-        print(f"local S3 server (SeaweedFS) at {server.endpoint}")
-        client = server.client()
-        client.create_bucket(Bucket=BUCKET)
-        for key, data in sample_images().items():
-            client.put_object(Bucket=BUCKET, Key=f"images/{key}", Body=data)
-        client.put_object(Bucket=BUCKET, Key="models/efficientnet_lite0.pth",
-                          Body=efficientnet_lite0_checkpoint())
-        config = JobConfig(
-            input_uri=f"s3://{BUCKET}/images/", output_uri=f"s3://{BUCKET}/predictions/",
-            model="timm:efficientnet_lite0", weights=f"s3://{BUCKET}/models/efficientnet_lite0.pth",
-            device="cpu", batch_size=16,
-            s3=S3Options(endpoint=server.endpoint, region="us-east-1", access_key=server.access_key,
-                         secret_key=server.secret_key),
-        )
-        summary = run_job(config)
-        table = pq.read_table(f"{BUCKET}/predictions/", filesystem=s3_filesystem(config.s3))
-        print("\npredictions:")
-        for row in sorted(table.to_pylist(), key=lambda r: r["path"]):
-            verdict = f"{row['label']} ({row['score']:.2f})" if row["error"] is None else f"ERROR {row['error']}"
-            print(f"  {row['path'].split('/images/', 1)[1]:<36} {verdict}")
-        print_summary(summary)
-        print(f"Parquet written to s3://{BUCKET}/predictions/ (the local server stops now)")
-        return summary
