@@ -386,14 +386,17 @@ class Output:
 
         rows = sum(file.totals.rows for file in candidates)
         buckets = max(1, math.ceil(rows / ROWS_PER_BUCKET))
-        staged = ray.data.from_items([{"file": file.path} for file in candidates]).map_batches(
-            _path_rows, fn_kwargs={"filesystem": self.fs}, batch_size=1, batch_format="pyarrow", num_cpus=0.25)
+        parts = []
+        if candidates:
+            parts.append(ray.data.from_items([{"file": file.path} for file in candidates]).map_batches(
+                _path_rows, fn_kwargs={"filesystem": self.fs}, batch_size=1, batch_format="pyarrow", num_cpus=0.25))
         if inputs is not None:
-            staged = staged.union(inputs.select_columns(["path"]).map_batches(
-                _input_rows, batch_format="pyarrow", num_cpus=0.25))
+            parts.append(inputs.select_columns(["path"]).map_batches(_input_rows, batch_format="pyarrow",
+                                                                    num_cpus=0.25))
+        staged = parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
         return (staged.map_batches(_with_bucket, fn_kwargs={"buckets": buckets}, batch_format="pyarrow",
                                    num_cpus=0.25)
-                .groupby("bucket").map_groups(_bucket_problems, fn_kwargs={"with_inputs": inputs is not None},
+                .groupby("bucket", num_partitions=buckets).map_groups(_bucket_problems, fn_kwargs={"with_inputs": inputs is not None},
                                               batch_format="pyarrow", num_cpus=0.25)
                 .materialize())
 
@@ -409,9 +412,10 @@ class Output:
         files = self.inspect_staged()
         candidates, short, example = commit_candidates(files, record)
         problems = self.find_problems(candidates, inputs) if candidates or inputs is not None else None
+        partitions = max(1, math.ceil(sum(file.totals.rows for file in candidates) / ROWS_PER_BUCKET))
         dropped, missing = {}, short
         if problems is not None:
-            for row in problems.groupby(["kind", "file"]).sum("rows").take_all():
+            for row in problems.groupby(["kind", "file"], num_partitions=partitions).sum("rows").take_all():
                 if row["kind"] == "missing":
                     missing += row["sum(rows)"]
                 else:
@@ -446,7 +450,7 @@ class Output:
                 totals[entry.staged] = facts[entry.staged].totals
         if rewrites:
             dropped = _of_kind(problems, ["duplicate", "foreign"], files=sorted(rewrites))
-            for row in dropped.groupby("file").map_groups(
+            for row in dropped.groupby("file", num_partitions=len(rewrites)).map_groups(
                     _rewrite, fn_kwargs={"filesystem": self.fs, "destinations": rewrites},
                     batch_format="pyarrow", num_cpus=0.25).take_all():
                 totals[row["file"]] = FileTotals(**json.loads(row["totals"]))
