@@ -39,6 +39,7 @@ def stage(output: Output, rows: int, rows_per_file: int) -> list[str]:
     """Write `rows` prediction rows as staged files; return every input URI."""
     directory = Path(output.staging_root) / RUN_ID
     directory.mkdir(parents=True)
+    Path(output.location.path).mkdir(parents=True)  # as prepare_output makes it for a local output
     schema = prediction_schema(False)
     for task, start in enumerate(range(0, rows, rows_per_file)):
         count = min(rows_per_file, rows - start)
