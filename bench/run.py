@@ -173,7 +173,7 @@ def timed_run(run, count: int, watch_uri: str, s3: S3Options) -> dict:
 def measure_e2e(config: JobConfig, count: int) -> dict:
     """The real job (run_job) from S3 to committed Parquet, starting its own local Ray."""
     def run(start: float) -> tuple[dict, float]:
-        summary = run_job(config)
+        summary = run_job(config).summary or {}
         if summary.get("rows") != count or summary.get("errors"):
             raise RuntimeError(f"the job did not classify every image: {summary}")
         keep = ("startup_s", "pipeline_s", "images_per_s", "rows", "errors", "inference_actors")

@@ -37,7 +37,7 @@ def run_demo() -> dict:
             s3=S3Options(endpoint=server.endpoint, region="us-east-1", access_key=server.access_key,
                          secret_key=server.secret_key),
         )
-        summary = run_job(config)
+        summary = run_job(config).summary
         table = pq.read_table(f"{BUCKET}/predictions/", filesystem=s3_filesystem(config.s3))
         print("\npredictions:")
         for row in sorted(table.to_pylist(), key=lambda r: r["path"]):

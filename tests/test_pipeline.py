@@ -32,7 +32,7 @@ def lite0_run(ray_cluster, samples, s3_options):
     """One run of the pretrained EfficientNet-Lite0 over the sample photos, shared by several checks."""
     config = JobConfig(input_uri=samples["images"], output_uri="s3://samples/out/lite0/", model=LITE0,
                        weights=samples["checkpoint"], batch_size=4, s3=s3_options)
-    summary = run_job(config)
+    summary = run_job(config).summary
     return summary, read_output(s3_options, config.output_uri)
 
 
@@ -78,7 +78,7 @@ def test_label_from_path_accuracy(ray_cluster, s3, samples, s3_options) -> None:
         client.put_object(Bucket="samples", Key=f"labeled/{key}", Body=body)
     config = JobConfig(input_uri="s3://samples/labeled/", output_uri="s3://samples/out/labeled/", model=LITE0,
                        weights=samples["checkpoint"], label_from_path=r"labeled/([^/]+)/", s3=s3_options)
-    summary = run_job(config)
+    summary = run_job(config).summary
     table, _, _ = read_output(s3_options, config.output_uri)
     by_name = {row["path"].rsplit("/", 1)[1]: row for row in table.to_pylist()}
     assert by_name["coffee.png"]["true_label"] == "espresso" and by_name["coffee.png"]["correct"]
@@ -107,7 +107,7 @@ def test_local_directory_input_and_output(ray_cluster, tmp_path, s3) -> None:
         (tmp_path / "in" / key).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / "in" / key).write_bytes(data)
     summary = run_job(JobConfig(input_uri=str(tmp_path / "in"), output_uri=f"file://{tmp_path}/out",
-                                model="resnet18", weights="none", top_k=2))
+                                model="resnet18", weights="none", top_k=2)).summary
     table = pq.read_table(tmp_path / "out")
     assert table.num_rows == summary["rows"] == 3
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["_SUCCESS", "part-00000.parquet"]

@@ -25,7 +25,7 @@ ROWS_PER_FILE = 4
 def committed(ray_cluster, samples, s3, s3_options, tmp_path_factory):
     """One finished run, and a byte-for-byte copy of every object under its output prefix."""
     summary = run_job(JobConfig(input_uri=samples["images"], output_uri=OUTPUT, model="resnet18", weights="none",
-                                top_k=2, rows_per_file=ROWS_PER_FILE, s3=s3_options))
+                                top_k=2, rows_per_file=ROWS_PER_FILE, s3=s3_options)).summary
     client = s3.client()
     copy = tmp_path_factory.mktemp("readers") / "out"
     copy.mkdir()

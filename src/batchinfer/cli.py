@@ -110,8 +110,6 @@ def config_from_args(args: argparse.Namespace) -> JobConfig:
 
 def print_summary(summary: dict) -> None:
     """The run's summary as a two-column table."""
-    if not summary:
-        return
     accuracy = summary.get("accuracy")
     by_kind = ", ".join(f"{kind} {count}" for kind, count in summary.get("errors_by_kind", {}).items())
     errors = f"{summary['errors']} ({by_kind})" if by_kind else summary["errors"]
@@ -160,9 +158,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(report_command(args.output_uri, args.out, _s3_options(args)))
             return 0
         config = config_from_args(args)
-        from batchinfer.pipeline import run_job
+        from batchinfer.pipeline import JobStatus, run_job
 
-        print_summary(run_job(config))
+        result = run_job(config)
+        if result.status is JobStatus.COMMITTED:
+            print_summary(result.summary)
+        else:
+            print(f"{result.output_uri} is {result.status.value}; nothing to resume")
         return 0
     except UserError as exc:
         print(f"batchinfer: error: {exc}", file=sys.stderr)

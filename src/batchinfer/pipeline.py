@@ -1,7 +1,9 @@
-"""The job: list → decode/preprocess (CPU tasks) → predict (actor pool) → Parquet (staged, committed)."""
+"""The job: preflight, execute (list → decode/preprocess (CPU tasks) → predict (actor pool) → Parquet,
+staged), commit."""
 
 from __future__ import annotations
 
+import enum
 import logging
 import math
 import os
@@ -19,8 +21,9 @@ from batchinfer.models import ModelRequest, load_model
 from batchinfer.predictor import CPU_BATCH_SIZE, CUDA_ACTOR_BATCH, InferenceSettings, Predictor, cuda_problem
 from batchinfer.preprocess import Preprocessor
 from batchinfer.report import write_report
-from batchinfer.sink import Output, check_output, prepare_output
-from batchinfer.source import list_images
+from batchinfer.sink import JobIdentity, Output, WriteRecord, check_output, exclude_finished, prepare_output
+from batchinfer.source import Listing, list_images
+from batchinfer.staging import StagingDatasink
 from batchinfer.storage import Location, check_bucket, resolve, retry_storage
 
 DECODE_BATCH = 64         # images per decode task batch (one object-store block each)
@@ -124,73 +127,148 @@ def plan_resources(config: JobConfig) -> Resources:
     return place_inference(config, device, gpus, _node_cpus())
 
 
-def run_job(config: JobConfig) -> dict:
-    """Run one batch job end to end and return its summary (also written to the output's meta prefix)."""
+class JobStatus(enum.Enum):
+    """How a run ended (a failure raises instead)."""
+
+    COMMITTED = "committed"                # the output holds every input's result and `_SUCCESS`
+    ALREADY_COMPLETE = "already complete"  # --resume on a finished output: nothing to do
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """What `run_job` did: its status and, when it committed, the run's summary."""
+
+    status: JobStatus
+    output_uri: str
+    summary: dict | None = None
+
+
+@dataclass(frozen=True)
+class Preflight:
+    """Everything checked and loaded before the pipeline starts, while this run holds the output."""
+
+    source: Location
+    output: Output
+    identity: JobIdentity
+    listing: Listing
+    request: ModelRequest
+    transform: object  # the model's EvalTransform
+    resources: Resources
+    started_at: datetime
+    startup_s: float
+
+
+@dataclass(frozen=True)
+class Execution:
+    """What the pipeline did: its record of what it staged (None: nothing to do) and the inputs of a
+    resumed run (checked for results by the commit)."""
+
+    record: WriteRecord | None
+    resumed_inputs: ray.data.Dataset | None
+    pipeline_s: float
+
+
+def run_job(config: JobConfig) -> JobResult:
+    """Run one batch job end to end: preflight, execute, commit (the summary is also written to the
+    output's meta prefix)."""
     started_at = datetime.now(timezone.utc)
     clock = time.monotonic()
     config.validate()
     source = resolve(config.input_uri, config.s3)
-    target = resolve(config.output_uri, config.s3)
-    output = Output(target, config.s3)
+    output = Output(resolve(config.output_uri, config.s3), config.s3)
     for place in (output.location, output.meta):
         if source.scheme == place.scheme and (place.path + "/").startswith(source.path + "/"):
             raise UserError(f"--output {config.output_uri} is inside --input {config.input_uri} (or its "
                             f"sibling {output.meta.uri()}/ is): write the predictions to a prefix outside the input")
-    check_bucket(target, config.s3)
+    check_bucket(output.location, config.s3)
     with acquire(output.meta, config.s3, config.output_uri, config.wait_for_lease_s) as lease:
-        return _run_holding_lease(config, source, output, lease, started_at, clock)
+        print(f"batchinfer: run {lease.run_id} writes {config.output_uri}")
+        ready = preflight(config, source, output, started_at, clock)
+        if ready is None:
+            return JobResult(JobStatus.ALREADY_COMPLETE, config.output_uri)
+        execution = execute(config, ready, lease.run_id)
+        summary = commit(config, ready, execution, lease)
+        return JobResult(JobStatus.COMMITTED, config.output_uri, summary)
 
 
-def _run_holding_lease(config: JobConfig, source: Location, output: Output, lease: Lease, started_at: datetime,
-                       clock: float) -> dict:
-    """The job, once this run is the output's only writer."""
-    print(f"batchinfer: run {lease.run_id} writes {config.output_uri}")
-    target = output.location
-    job = {"input": config.input_uri, "model": config.model, "weights": config.weights,
-           "categories": config.categories, "top_k": config.top_k, "label_from_path": config.label_from_path}
-    check_output(output, config.overwrite, config.resume, job)
-    listing = list_images(source, config.s3, exclude_prefix=target.path, limit=config.limit)
+def preflight(config: JobConfig, source: Location, output: Output, started_at: datetime,
+              clock: float) -> Preflight | None:
+    """Check the output and the job, list the input, load the model, join Ray, place inference and
+    prepare the output. None: a resumed output that is already complete."""
+    identity = JobIdentity.of(config)
+    check_output(output, config.overwrite, config.resume, identity)
+    listing = list_images(source, config.s3, exclude_prefix=output.location.path, limit=config.limit)
     request = ModelRequest(config.model, config.weights, config.categories, config.s3)
     transform = load_model(request).transform  # model, weight and category mistakes surface here
-
     connect_ray()
     resources = plan_resources(config)
-    done = retry_storage(lambda: prepare_output(output, config.overwrite, config.resume, job),
-                         f"prepare {config.output_uri}", config.storage_timeout_s)
-    inputs = [source.uri(path) for path in listing.paths]
-    if done is None:
-        print(f"{config.output_uri} is already complete; nothing to resume")
-        return {}
-    todo = [path for path in listing.paths if source.uri(path) not in done]
-    startup_s = time.monotonic() - clock
+    if not retry_storage(lambda: prepare_output(output, config.resume, identity),
+                         f"prepare {config.output_uri}", config.storage_timeout_s):
+        return None
+    return Preflight(source, output, identity, listing, request, transform, resources, started_at,
+                     time.monotonic() - clock)
 
-    pipeline_clock = time.monotonic()
-    if todo:
-        staging = f"{output.staging_root}/{lease.run_id}"
-        preprocessor = Preprocessor(source.filesystem, transform, source.uri(""), config.label_from_path,
-                                    storage_timeout_s=config.storage_timeout_s,
-                                    max_image_pixels=config.max_image_pixels, s3=config.s3)
-        # Each write task gathers --rows-per-file rows, then writes files of at most that many rows.
-        build_dataset(config, request, resources, preprocessor, todo).write_parquet(
-            staging, filesystem=target.filesystem, min_rows_per_file=config.rows_per_file,
-            max_rows_per_file=config.rows_per_file, ray_remote_args={"num_cpus": resources.write_cpus})
-    pipeline_s = time.monotonic() - pipeline_clock
 
+def input_dataset(listing: Listing, source: Location) -> ray.data.Dataset:
+    """The inputs as a Ray dataset, column `path` = input URI."""
+    uris = [source.uri(path) for path in listing.paths]
+    return ray.data.from_arrow([pa.table({"path": uris[i:i + DECODE_BATCH]})
+                                for i in range(0, len(uris), DECODE_BATCH)])
+
+
+def _as_store_paths(dataset: ray.data.Dataset, source: Location) -> ray.data.Dataset:
+    """Input URIs → paths in the source filesystem, which the decode stage reads."""
+    scheme = f"{source.scheme}://" if source.scheme == "s3" else ""
+
+    def strip(batch: pa.Table) -> pa.Table:
+        return pa.table({"path": pa.array([uri.removeprefix(scheme) for uri in batch["path"].to_pylist()],
+                                          pa.string())})
+
+    return dataset.map_batches(strip, batch_format="pyarrow", batch_size=DECODE_BATCH, num_cpus=0)
+
+
+def execute(config: JobConfig, ready: Preflight, run_id: str) -> Execution:
+    """Classify the inputs without a staged result into this run's staging area. On --resume the
+    inputs are materialized in Ray's object store (the commit checks them too) and finished ones are
+    excluded with a distributed anti-join."""
+    inputs, resumed_inputs = input_dataset(ready.listing, ready.source), None
+    if config.resume:
+        resumed_inputs = inputs.materialize()
+        inputs, found = retry_storage(lambda: exclude_finished(ready.output, resumed_inputs),
+                                      f"read the staged results of {config.output_uri}", config.storage_timeout_s)
+        if not found:
+            resumed_inputs = None  # nothing staged earlier: every input is this run's, in its record
+    clock = time.monotonic()
+    staging = StagingDatasink(f"{ready.output.staging_root}/{run_id}", ready.output.fs, config.rows_per_file, run_id)
+    preprocessor = Preprocessor(ready.source.filesystem, ready.transform, ready.source.uri(""),
+                                config.label_from_path, storage_timeout_s=config.storage_timeout_s,
+                                max_image_pixels=config.max_image_pixels, s3=config.s3)
+    # Each write task gathers --rows-per-file rows, then writes files of at most that many rows.
+    build_dataset(config, ready.request, ready.resources, preprocessor, _as_store_paths(inputs, ready.source)
+                  ).write_datasink(staging, ray_remote_args={"num_cpus": ready.resources.write_cpus})
+    return Execution(staging.record, resumed_inputs, time.monotonic() - clock)
+
+
+def commit(config: JobConfig, ready: Preflight, execution: Execution, lease: Lease) -> dict:
+    """Publish the staged results (sink.Output.commit), write the report; return the summary."""
+    processed = execution.record.rows if execution.record else 0
+    pipeline_s = execution.pipeline_s
     summary = {
-        "input": config.input_uri, "output": config.output_uri, "model": config.model, "job": job,
-        "run_id": lease.run_id,
+        "input": config.input_uri, "output": config.output_uri, "model": config.model,
+        "job": ready.identity.as_dict(), "run_id": lease.run_id,
         "weights": config.weights if "://" not in config.weights else "checkpoint",
-        "device": resources.device, "inference_actors": resources.actors,
-        "started_at": started_at.isoformat(), "skipped_non_images": listing.skipped,
-        "resumed_rows": len(done), "processed_this_run": len(todo),
-        "startup_s": round(startup_s, 3), "pipeline_s": round(pipeline_s, 3),
-        "images_per_s": round(len(todo) / pipeline_s, 2) if todo and pipeline_s > 0 else None,
+        "device": ready.resources.device, "inference_actors": ready.resources.actors,
+        "started_at": ready.started_at.isoformat(), "skipped_non_images": ready.listing.skipped,
+        "processed_this_run": processed,
+        "startup_s": round(ready.startup_s, 3), "pipeline_s": round(pipeline_s, 3),
+        "images_per_s": round(processed / pipeline_s, 2) if processed and pipeline_s > 0 else None,
+        "finished_at": datetime.now(timezone.utc).isoformat(),
     }
-    summary["finished_at"] = datetime.now(timezone.utc).isoformat()
     summary = retry_storage(
-        lambda: output.commit(inputs, summary, lambda: lease.confirm(config.storage_timeout_s)),
+        lambda: ready.output.commit(execution.record, execution.resumed_inputs, summary,
+                                    lambda: lease.confirm(config.storage_timeout_s)),
         f"commit {config.output_uri}", config.storage_timeout_s)
-    write_report(output, summary)
+    write_report(ready.output, summary)
     return summary
 
 
@@ -206,21 +284,19 @@ def inference_settings(config: JobConfig, resources: Resources) -> InferenceSett
 
 
 def build_dataset(config: JobConfig, request: ModelRequest, resources: Resources,
-                  preprocessor: Preprocessor, paths: list[str]) -> ray.data.Dataset:
-    """The Ray Data graph: path blocks → batched decode tasks → inference actor pool.
+                  preprocessor: Preprocessor, paths: ray.data.Dataset) -> ray.data.Dataset:
+    """The Ray Data graph: paths (column `path`) → batched decode tasks → inference actor pool.
 
     On CUDA an actor call takes CUDA_ACTOR_BATCH images and runs them in forward batches of
     --batch-size (default by GPU memory), staging the next forward batch while one computes; with two
     calls in flight per actor, Ray Data gathers the next call's input while the model runs."""
-    blocks = [pa.table({col.PATH: paths[i:i + DECODE_BATCH]}) for i in range(0, len(paths), DECODE_BATCH)]
     if use_gpu_decode(config.gpu_decode, resources.device):
         preprocessor = preprocessor.passing_jpegs()
     settings = inference_settings(config, resources)
     actor_batch = (max(CUDA_ACTOR_BATCH, config.batch_size or 0) if resources.device == "cuda"
                    else config.batch_size or CPU_BATCH_SIZE)
     dataset = (
-        ray.data.from_arrow(blocks)
-        .map_batches(preprocessor, batch_size=DECODE_BATCH, batch_format="numpy",
+        paths.map_batches(preprocessor, batch_size=DECODE_BATCH, batch_format="numpy",
                      num_cpus=resources.decode_cpus)
         .map_batches(Predictor, fn_constructor_kwargs={"request": request, "settings": settings},
                      batch_size=actor_batch, batch_format="numpy",

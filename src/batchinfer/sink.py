@@ -5,18 +5,33 @@ there, an empty `_SUCCESS` (Spark's convention; polars, DuckDB's `*.parquet` glo
 Spark read the prefix as it is). Everything else a run keeps lives in a sibling prefix, `Output.meta` =
 `<output>.batchinfer/`: the lease (lease.py), the staging area `staging/<run-id>/` where Ray Data
 writes, `staging/job.json` (which job the staged results belong to), `summary.json` and the report.
-Commit copies staged files to the part files (dropping any duplicate or foreign path), writes the
-summary and, last, `_SUCCESS`. A reader that sees `_SUCCESS` sees exactly one row per input.
+
+The commit never holds all paths, or all rows, on the driver:
+1. Each staged file's footer is read by a Ray task (row count; unreadable = cut short, ignored) with a
+   few column totals (ok, errors per kind, correct): one small record per file comes back.
+2. This run's own record of what it staged (rows per Ray Data write task, `WriteRecord`) is checked
+   against those footers: a write task whose rows are not all there is a missing result.
+3. The staged `path` columns (and, on a resumed run, the input paths) are hash-bucketed and each bucket
+   is checked by one task (`find_row_problems`): duplicates (one row kept per path: the one in the
+   first file by name), foreign rows (not an input of a resumed run), inputs without a result.
+   Only counts per file and a few examples come back.
+4. `plan_commit` (pure) decides each file's fate: copy (server-side), rewrite without its dropped rows
+   (a Ray task), or skip; and whether the run is complete. Incomplete: nothing changes, no `_SUCCESS`.
+5. Part files, then the summary, then, last, `_SUCCESS`; the lease is confirmed before the first
+   change and right before `_SUCCESS`. A reader that sees `_SUCCESS` sees exactly one row per input.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
+import zlib
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import timezone
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -24,8 +39,11 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from batchinfer import columns as col
-from batchinfer.config import S3Options, UserError
+from batchinfer.config import JobConfig, S3Options, UserError
 from batchinfer.storage import Location, file_info, read_bytes, write_bytes
+
+if TYPE_CHECKING:
+    import ray.data
 
 SUCCESS = "_SUCCESS"      # in the output prefix, empty, written last
 META_SUFFIX = ".batchinfer"  # the run's own files: <output>.batchinfer/
@@ -34,6 +52,9 @@ REPORT = "report.html"    # in Output.meta
 STAGING = "staging"       # in Output.meta: staging/<run-id>/*.parquet
 JOB = "job.json"          # in the staging area: which job the staged results belong to
 _PART = re.compile(r"part-\d{5}\.parquet$")
+_STAGED_TASK = re.compile(r"_(\d{6})-\d+\.parquet$")  # a staged file's write task (StagingFilenames)
+ROWS_PER_BUCKET = 500_000  # commit checks: staged paths per hash bucket (one task holds one bucket)
+SHUFFLE_ARGS = {"num_cpus": 0}  # join/groupby aggregators: no CPU asked, so they never wait behind inference
 
 
 class CommitError(RuntimeError):
@@ -47,10 +68,235 @@ def errors_by_kind(table: pa.Table) -> Counter:
 
 
 @dataclass(frozen=True)
-class CommittedFile:
-    name: str
+class JobIdentity:
+    """What makes two runs the same job for `--resume`: their staged results are interchangeable."""
+
+    input: str
+    model: str
+    weights: str
+    categories: str | None
+    top_k: int
+    label_from_path: str | None
+
+    @classmethod
+    def of(cls, config: JobConfig) -> "JobIdentity":
+        return cls(config.input_uri, config.model, config.weights, config.categories, config.top_k,
+                   config.label_from_path)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def changes_from(self, earlier: dict) -> str:
+        """What differs from an earlier run's identity (as stored), e.g. "model 'a' -> 'b'"; "" if nothing."""
+        return ", ".join(f"{key} {earlier.get(key)!r} -> {value!r}" for key, value in self.as_dict().items()
+                         if earlier.get(key) != value)
+
+
+@dataclass(frozen=True)
+class FileTotals:
+    """Column totals of the rows a part file holds (summed into the summary)."""
+
+    rows: int = 0
+    ok: int = 0
+    judged: int = 0    # rows with a ground truth (--label-from-path)
+    correct: int = 0
+    by_kind: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, table: pa.Table) -> "FileTotals":
+        judged = table.num_rows - table[col.CORRECT].null_count if col.CORRECT in table.column_names else 0
+        correct = (pc.sum(table[col.CORRECT]).as_py() or 0) if col.CORRECT in table.column_names else 0
+        return cls(table.num_rows, table[col.ERROR].null_count, judged, correct, dict(errors_by_kind(table)))
+
+
+@dataclass(frozen=True)
+class StagedFile:
+    """One staged file, as its footer describes it: `totals` None when unreadable (cut short)."""
+
+    path: str
+    run_id: str
+    written_at: str
+    totals: FileTotals | None
+
+    @property
+    def task(self) -> int | None:
+        """The Ray Data write task that wrote it (from its name), None for another naming."""
+        found = _STAGED_TASK.search(self.path)
+        return int(found.group(1)) if found else None
+
+
+@dataclass(frozen=True)
+class WriteRecord:
+    """What this run's pipeline staged: rows per Ray Data write task, as the write tasks reported them."""
+
+    run_id: str
+    rows_by_task: dict[int, int]
+
+    @property
+    def rows(self) -> int:
+        return sum(self.rows_by_task.values())
+
+
+@dataclass(frozen=True)
+class Publish:
+    """One part file: made from `staged` by `action` ("copy" as it is, "rewrite" without dropped rows)."""
+
+    staged: str
+    part: str
+    action: str
     rows: int
-    written_at: str  # when its staged file was written (UTC): the report's throughput over the run
+    earlier_run: bool  # staged by an interrupted earlier run (--resume)
+
+
+@dataclass(frozen=True)
+class CommitPlan:
+    """What the commit does: the part files in order, and what is missing (nothing published then)."""
+
+    publish: list[Publish]
+    missing: int
+    problem: str | None  # why the output cannot be committed; None when complete
+
+    @property
+    def resumed_rows(self) -> int:
+        return sum(entry.rows for entry in self.publish if entry.earlier_run)
+
+
+# --- decisions (pure: pyarrow tables and small records in, decisions out; no Ray, no storage) ---
+
+def commit_candidates(files: list[StagedFile], record: WriteRecord | None) -> tuple[list[StagedFile], int, str]:
+    """The staged files whose rows count, how many rows of this run's record are not among them, and an
+    example of a short write task. Unreadable files never count; this run's files count only when a
+    write task it recorded wrote them (another file there is a leftover of a retried attempt)."""
+    readable = [file for file in files if file.totals is not None]
+    if record is None:
+        return readable, 0, ""
+    own = [file for file in readable if file.run_id == record.run_id]
+    found: Counter = Counter()
+    for file in own:
+        if file.task is not None:
+            found[file.task] += file.totals.rows
+    short = {task: rows - found[task] for task, rows in record.rows_by_task.items() if found[task] < rows}
+    keep = [file for file in readable if file.run_id != record.run_id or file.task in record.rows_by_task]
+    example = (f"write task {min(short)} staged {found[min(short)]} of its {record.rows_by_task[min(short)]} "
+               f"rows") if short else ""
+    return keep, sum(short.values()), example
+
+
+def bucket_of(paths: pa.Array | pa.ChunkedArray, buckets: int) -> pa.Array:
+    """A stable hash bucket per path: every row of one path lands in the same bucket."""
+    return pa.array([zlib.crc32(path.encode()) % buckets for path in paths.to_pylist()], pa.int64())
+
+
+PROBLEMS_SCHEMA = pa.schema([("kind", pa.string()), (col.PATH, pa.string()), ("file", pa.string()),
+                             ("rows", pa.int64())])
+
+
+def find_row_problems(rows: pa.Table, with_inputs: bool) -> pa.Table:
+    """Rows that must not be published, and inputs without a result, from one bucket of `rows`
+    (columns `path`, `file`: a staged row, or, with `with_inputs`, an input when `file` is "").
+
+    Returns PROBLEMS_SCHEMA rows: `duplicate` (`rows` rows of `path` to drop from `file`: a path keeps
+    one row, in the first file by name), `foreign` (a staged path that is not an input), `missing`
+    (an input with no staged row)."""
+    staged = rows.filter(pc.not_equal(rows["file"], ""))
+    per_file = staged.group_by([col.PATH, "file"]).aggregate([([], "count_all")])
+    parts = []
+    if with_inputs:
+        inputs = rows.filter(pc.equal(rows["file"], "")).select([col.PATH])
+        foreign = per_file.join(inputs, col.PATH, join_type="left anti")
+        missing = inputs.join(per_file.select([col.PATH]), col.PATH, join_type="left anti")
+        per_file = per_file.join(inputs, col.PATH, join_type="left semi")
+        parts += [_problems("foreign", foreign[col.PATH], foreign["file"], foreign["count_all"]),
+                  _problems("missing", missing[col.PATH], pa.array([""] * missing.num_rows, pa.string()),
+                            pa.array([1] * missing.num_rows, pa.int64()))]
+    keeper = per_file.group_by(col.PATH).aggregate([("file", "min")]).rename_columns([col.PATH, "keeper"])
+    per_file = per_file.join(keeper, col.PATH)
+    drop = pc.subtract(per_file["count_all"], pc.cast(pc.equal(per_file["file"], per_file["keeper"]), pa.int64()))
+    duplicates = per_file.append_column("drop", drop).filter(pc.greater(drop, 0))
+    parts.append(_problems("duplicate", duplicates[col.PATH], duplicates["file"], duplicates["drop"]))
+    table = pa.concat_tables(parts)
+    return table.filter(pc.greater(table["rows"], 0))
+
+
+def _problems(kind: str, paths, files, rows) -> pa.Table:
+    return pa.table({"kind": pa.array([kind] * len(paths), pa.string()), col.PATH: paths, "file": files,
+                     "rows": pc.cast(rows, pa.int64())}, schema=PROBLEMS_SCHEMA)
+
+
+def plan_commit(candidates: list[StagedFile], dropped: dict[str, int], missing: int, example: str,
+                record: WriteRecord | None) -> CommitPlan:
+    """Each candidate's fate, in file-name order: skipped when all its rows are dropped, copied when
+    none is, rewritten otherwise; part names are consecutive. `missing` inputs (with an `example`)
+    make the output uncommittable."""
+    publish: list[Publish] = []
+    for file in sorted(candidates, key=lambda each: each.path):
+        kept = file.totals.rows - dropped.get(file.path, 0)
+        if kept <= 0:
+            continue
+        action = "copy" if kept == file.totals.rows else "rewrite"
+        earlier = record is None or file.run_id != record.run_id
+        publish.append(Publish(file.path, f"part-{len(publish):05d}.parquet", action, kept, earlier))
+    problem = None
+    if missing:
+        total = sum(entry.rows for entry in publish) + missing
+        problem = (f"{missing} of {total} inputs have no result (e.g. {example}); output left "
+                   "uncommitted, rerun with --resume")
+    return CommitPlan(publish, missing, problem)
+
+
+def drop_rows(table: pa.Table, drops: dict[str, int]) -> pa.Table:
+    """`table` without `drops[path]` rows of each path (the last ones: the first stays when one does)."""
+    remaining = dict(drops)
+    keep = []
+    for path in reversed(table[col.PATH].to_pylist()):
+        dropping = remaining.get(path, 0) > 0
+        if dropping:
+            remaining[path] -= 1
+        keep.append(not dropping)
+    return table.filter(pa.array(keep[::-1], pa.bool_()))
+
+
+def earlier_identity(committed: bool, summary: dict | None, job_file: dict | None) -> dict | None:
+    """The identity an output's earlier run recorded: in summary.json once committed, else in the
+    staging area's job.json; None when there is none."""
+    return (summary or {}).get("job") if committed else job_file
+
+
+def check_same_job(identity: JobIdentity, earlier: dict | None, output_uri: str) -> None:
+    """`--resume` continues only the same job: a UserError naming what changed otherwise."""
+    if earlier is None:
+        return
+    changed = identity.changes_from(earlier)
+    if changed:
+        raise UserError(f"--resume: {output_uri} holds results of a different job ({changed}): "
+                        "pass --overwrite to replace them, or choose another --output")
+
+
+def totals_summary(totals: list[FileTotals]) -> dict:
+    """rows, ok, errors, errors_by_kind, accuracy of the published files."""
+    by_kind: Counter = Counter()
+    for each in totals:
+        by_kind.update(each.by_kind)
+    rows, ok = sum(each.rows for each in totals), sum(each.ok for each in totals)
+    judged, correct = sum(each.judged for each in totals), sum(each.correct for each in totals)
+    return {"rows": rows, "ok": ok, "errors": rows - ok, "errors_by_kind": dict(sorted(by_kind.items())),
+            "accuracy": correct / judged if judged else None}
+
+
+# --- storage and Ray: the footers, the bucketed checks, the copies and rewrites ---
+
+def read_footer(filesystem: pafs.FileSystem, path: str, staging_root: str) -> StagedFile:
+    """A staged file's facts; unreadable (cut short, not Parquet) gives totals None."""
+    run_id = path[len(staging_root) + 1:].split("/", 1)[0]
+    info = filesystem.get_file_info(path)
+    written_at = info.mtime.astimezone(timezone.utc).isoformat() if info.mtime else ""
+    try:
+        columns = [name for name in (col.ERROR, col.ERROR_KIND, col.CORRECT)
+                   if name in pq.read_schema(path, filesystem=filesystem).names]
+        totals = FileTotals.of(pq.read_table(path, columns=columns, filesystem=filesystem))
+    except pa.ArrowInvalid:
+        totals = None
+    return StagedFile(path, run_id, written_at, totals)
 
 
 class Output:
@@ -76,6 +322,7 @@ class Output:
         return file_info(self.location, self.location.join(SUCCESS), self.s3).type == pafs.FileType.File
 
     def staged_files(self) -> list[str]:
+        """The staged Parquet files (one name per file: a few per --rows-per-file rows)."""
         return [path for path in self._files(self.staging_root) if path.endswith(".parquet")]
 
     def _own_files(self) -> list[str]:
@@ -99,73 +346,141 @@ class Output:
         except FileNotFoundError:  # never created, or an object store that drops empty prefixes
             pass
 
-    def read_staged(self, path: str, columns: list[str] | None = None) -> pa.Table | None:
-        """A staged file, or None when it is unreadable (cut short when a local writer was killed)."""
-        try:
-            return pq.read_table(path, columns=columns, filesystem=self.fs)
-        except pa.ArrowInvalid:
-            return None
+    def inspect_staged(self) -> list[StagedFile]:
+        """Every staged file's footer facts, read by Ray tasks (one small record per file comes back)."""
+        import ray
 
-    def completed_paths(self) -> set[str]:
-        """Input URIs that already have a staged result (from an earlier, interrupted run)."""
-        done: set[str] = set()
-        for path in self.staged_files():
-            table = self.read_staged(path, columns=[col.PATH])
-            if table is not None:
-                done.update(table[col.PATH].to_pylist())
-        return done
+        paths = self.staged_files()
+        if not paths:
+            return []
+        inspect = ray.remote(num_cpus=0)(read_footer)
+        return ray.get([inspect.remote(self.fs, path, self.staging_root) for path in paths])
 
-    def commit(self, expected: list[str], summary: dict, still_owner: Callable[[], None]) -> dict:
+    def read_paths(self, files: list[str]) -> "ray.data.Dataset":
+        """The `path` column of the given staged files, as a Ray dataset (never on the driver)."""
+        import ray
+
+        return ray.data.read_parquet(files, filesystem=self.fs, columns=[col.PATH])
+
+    def find_problems(self, candidates: list[StagedFile], inputs: "ray.data.Dataset | None") -> "ray.data.Dataset":
+        """Duplicates, foreign rows and missing inputs (`find_row_problems`) over the candidates' rows
+        (and the inputs, when given), checked in hash buckets of about ROWS_PER_BUCKET rows, one task each."""
+        import ray
+
+        rows = sum(file.totals.rows for file in candidates)
+        buckets = max(1, math.ceil(rows / ROWS_PER_BUCKET))
+        parts = []
+        if candidates:
+            parts.append(ray.data.from_items([{"file": file.path} for file in candidates]).map_batches(
+                _path_rows, fn_kwargs={"filesystem": self.fs}, batch_size=1, batch_format="pyarrow", num_cpus=0.25))
+        if inputs is not None:
+            parts.append(inputs.select_columns([col.PATH]).map_batches(_input_rows, batch_format="pyarrow",
+                                                                    num_cpus=0.25))
+        staged = parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
+        return (staged.map_batches(_with_bucket, fn_kwargs={"buckets": buckets}, batch_format="pyarrow",
+                                   num_cpus=0.25)
+                .groupby("bucket", num_partitions=buckets).map_groups(_bucket_problems, fn_kwargs={"with_inputs": inputs is not None},
+                                              batch_format="pyarrow", num_cpus=0.25)
+                .materialize())
+
+    def commit(self, record: WriteRecord | None, inputs: "ray.data.Dataset | None", summary: dict,
+               still_owner: Callable[[], None]) -> dict:
         """Publish staged results as part files, then the summary, then `_SUCCESS`.
 
-        `still_owner()` raises when this run no longer holds the output's lease; it is asked before
-        the first change and again right before `_SUCCESS`."""
+        `record`: what this run's pipeline staged (None when it staged nothing). `inputs`: the inputs
+        of a resumed run, checked for results (a fresh run's inputs are all in its record). Raises
+        CommitError, changing nothing, when an input has no result. `still_owner()` raises when this
+        run no longer holds the output's lease; it is asked before the first change and again right
+        before `_SUCCESS`."""
+        files = self.inspect_staged()
+        candidates, short, example = commit_candidates(files, record)
+        problems = self.find_problems(candidates, inputs) if candidates or inputs is not None else None
+        partitions = max(1, math.ceil(sum(file.totals.rows for file in candidates) / ROWS_PER_BUCKET))
+        dropped, missing = {}, short
+        if problems is not None:
+            for row in problems.groupby(["kind", "file"], num_partitions=partitions).sum("rows").take_all():
+                if row["kind"] == "missing":
+                    missing += row["sum(rows)"]
+                else:
+                    dropped[row["file"]] = dropped.get(row["file"], 0) + row["sum(rows)"]
+            if missing > short and not example:
+                example = _of_kind(problems, ["missing"]).take(1)[0][col.PATH]
+        plan = plan_commit(candidates, dropped, missing, example, record)
+        if plan.problem:
+            raise CommitError(plan.problem)
+
         still_owner()
         self.clear(staging=False)
-        wanted, seen = set(expected), set()
-        files: list[CommittedFile] = []
-        totals = {"rows": 0, "ok": 0, "errors": 0, "judged": 0, "correct": 0}
-        by_kind: Counter = Counter()
-        for staged in self.staged_files():
-            table = self.read_staged(staged)
-            if table is None:
-                continue
-            keep = [path in wanted and path not in seen and not seen.add(path)
-                    for path in table[col.PATH].to_pylist()]
-            table = table.filter(pa.array(keep, pa.bool_()))
-            if table.num_rows == 0:
-                continue
-            name = f"part-{len(files):05d}.parquet"
-            destination = self.location.join(name)
-            if all(keep):
-                self.fs.copy_file(staged, destination)
-            else:
-                pq.write_table(table, destination, filesystem=self.fs)
-            written_at = self.fs.get_file_info(staged).mtime.astimezone(timezone.utc).isoformat()
-            files.append(CommittedFile(name, table.num_rows, written_at))
-            classified = table[col.ERROR].null_count
-            totals["rows"] += table.num_rows
-            totals["ok"] += classified
-            totals["errors"] += table.num_rows - classified
-            by_kind += errors_by_kind(table)
-            if "correct" in table.column_names:
-                totals["judged"] += table.num_rows - table["correct"].null_count
-                totals["correct"] += pc.sum(table["correct"]).as_py() or 0
-        missing = wanted - seen
-        if missing:
-            raise CommitError(f"{len(missing)} of {len(wanted)} inputs have no result (e.g. "
-                              f"{sorted(missing)[0]}); output left uncommitted, rerun with --resume")
-        summary = {
-            **summary, "rows": totals["rows"], "ok": totals["ok"], "errors": totals["errors"],
-            "errors_by_kind": dict(sorted(by_kind.items())),
-            "accuracy": totals["correct"] / totals["judged"] if totals["judged"] else None,
-            "files": [{"name": f.name, "rows": f.rows, "written_at": f.written_at} for f in files],
-        }
+        facts = {file.path: file for file in files}
+        totals = self._publish(plan, problems, facts)
+        summary = {**summary, **totals_summary(list(totals.values())), "resumed_rows": plan.resumed_rows,
+                   "files": [{"name": entry.part, "rows": entry.rows, "written_at": facts[entry.staged].written_at}
+                             for entry in plan.publish]}
         write_bytes(self.fs, self.meta.join(SUMMARY), json.dumps(summary, indent=2).encode())
         still_owner()
         write_bytes(self.fs, self.location.join(SUCCESS), b"")
         self.remove_staging()
         return summary
+
+    def _publish(self, plan: CommitPlan, problems: "ray.data.Dataset | None",
+                 facts: dict[str, StagedFile]) -> dict[str, FileTotals]:
+        """Copy (server-side) or rewrite (Ray tasks) each planned part file; return each one's totals."""
+        totals: dict[str, FileTotals] = {}
+        rewrites = {entry.staged: self.location.join(entry.part) for entry in plan.publish if entry.action == "rewrite"}
+        for entry in plan.publish:
+            if entry.action == "copy":
+                self.fs.copy_file(entry.staged, self.location.join(entry.part))
+                totals[entry.staged] = facts[entry.staged].totals
+        if rewrites:
+            dropped = _of_kind(problems, ["duplicate", "foreign"], files=sorted(rewrites))
+            for row in dropped.groupby("file", num_partitions=len(rewrites)).map_groups(
+                    _rewrite, fn_kwargs={"filesystem": self.fs, "destinations": rewrites},
+                    batch_format="pyarrow", num_cpus=0.25).take_all():
+                totals[row["file"]] = FileTotals(**json.loads(row["totals"]))
+        return totals
+
+
+def _of_kind(problems: "ray.data.Dataset", kinds: list[str], files: list[str] | None = None) -> "ray.data.Dataset":
+    """The problem rows of the given kinds (and files)."""
+    def select(batch: pa.Table) -> pa.Table:
+        keep = pc.is_in(batch["kind"], pa.array(kinds))
+        if files is not None:
+            keep = pc.and_(keep, pc.is_in(batch["file"], pa.array(files)))
+        return batch.filter(keep)
+
+    return problems.map_batches(select, batch_format="pyarrow", num_cpus=0.25)
+
+
+def _path_rows(batch: pa.Table, filesystem: pafs.FileSystem) -> pa.Table:
+    """(path, file) for every row of the staged files named in `batch`."""
+    tables = []
+    for name in batch["file"].to_pylist():
+        paths = pq.read_table(name, columns=[col.PATH], filesystem=filesystem)[col.PATH]
+        tables.append(pa.table({col.PATH: paths.cast(pa.string()), "file": pa.array([name] * len(paths), pa.string())}))
+    return pa.concat_tables(tables)
+
+
+def _input_rows(batch: pa.Table) -> pa.Table:
+    return pa.table({col.PATH: batch[col.PATH].cast(pa.string()), "file": pa.array([""] * batch.num_rows, pa.string())})
+
+
+def _with_bucket(batch: pa.Table, buckets: int) -> pa.Table:
+    return batch.append_column("bucket", bucket_of(batch[col.PATH], buckets))
+
+
+def _bucket_problems(batch: pa.Table, with_inputs: bool) -> pa.Table:
+    return find_row_problems(batch.select([col.PATH, "file"]), with_inputs)
+
+
+def _rewrite(batch: pa.Table, filesystem: pafs.FileSystem, destinations: dict[str, str]) -> pa.Table:
+    """Write one staged file's part file without its dropped rows; return its totals."""
+    staged = batch["file"][0].as_py()
+    drops: Counter = Counter()
+    for path, rows in zip(batch[col.PATH].to_pylist(), batch["rows"].to_pylist()):
+        drops[path] += rows
+    table = drop_rows(pq.read_table(staged, filesystem=filesystem), drops)
+    pq.write_table(table, destinations[staged], filesystem=filesystem)
+    return pa.table({"file": [staged], "totals": [json.dumps(asdict(FileTotals.of(table)))]})
 
 
 def _read_json(output: Output, path: str) -> dict | None:
@@ -175,40 +490,44 @@ def _read_json(output: Output, path: str) -> dict | None:
         return None
 
 
-def check_output(output: Output, overwrite: bool, resume: bool, job: dict) -> None:
+def check_output(output: Output, overwrite: bool, resume: bool, identity: JobIdentity) -> None:
     """Refuse, before any work, to run over a finished output unless asked to, and to resume the
-    results of a different job (`job`: what makes results comparable: input, model, weights, …)."""
+    results of a different job."""
     committed = output.is_committed()
     if committed and not (overwrite or resume):
         raise UserError(f"{output.location.uri()} already holds a finished run (_SUCCESS): pass "
                         "--overwrite to replace it, --resume to accept it, or choose another --output")
     if not resume:
         return
-    found = _read_json(output, output.meta.join(SUMMARY) if committed else output.meta.join(STAGING, JOB))
-    earlier = (found or {}).get("job") if committed else found
-    if earlier is not None and earlier != job:
-        changed = ", ".join(f"{key} {earlier.get(key)!r} -> {value!r}" for key, value in job.items()
-                            if earlier.get(key) != value)
-        raise UserError(f"--resume: {output.location.uri()} holds results of a different job ({changed}): "
-                        "pass --overwrite to replace them, or choose another --output")
+    summary = _read_json(output, output.meta.join(SUMMARY)) if committed else None
+    job_file = None if committed else _read_json(output, output.meta.join(STAGING, JOB))
+    check_same_job(identity, earlier_identity(committed, summary, job_file), output.location.uri())
 
 
-def prepare_output(output: Output, overwrite: bool, resume: bool, job: dict) -> set[str] | None:
-    """Clear or reuse what is at the output prefix; return the input URIs already done.
+def prepare_output(output: Output, resume: bool, identity: JobIdentity) -> bool:
+    """Clear or reuse what is at the output prefix; False when a resumed output is already complete.
 
-    None means a resumed output is already complete. Without --resume, leftovers of a crashed run
-    (staging, part files of an interrupted commit) are removed, never mixed in.
+    Without --resume, leftovers of a crashed run (staging, part files of an interrupted commit) are
+    removed, never mixed in. With it, part files of an interrupted commit go (staging still has them).
     """
     if output.is_committed() and resume:
-        return None
-    if resume:
-        output.clear(staging=False)  # part files of an interrupted commit: staging still has them
-        done = output.completed_paths()
-    else:
-        output.clear(staging=True)
-        done = set()
+        return False
+    output.clear(staging=not resume)
     if output.location.scheme != "s3":  # local writes need their directories; S3 has none
         output.fs.create_dir(output.staging_root, recursive=True)
         output.fs.create_dir(output.location.path, recursive=True)
-    write_bytes(output.fs, output.meta.join(STAGING, JOB), json.dumps(job).encode())
-    return done
+    write_bytes(output.fs, output.meta.join(STAGING, JOB), json.dumps(identity.as_dict()).encode())
+    return True
+
+
+def exclude_finished(output: Output, inputs: "ray.data.Dataset") -> tuple["ray.data.Dataset", bool]:
+    """The inputs without a staged result of an earlier run (a distributed left anti-join on `path`),
+    and whether any earlier result was found. Unreadable staged files (cut short) are ignored."""
+    readable = [file for file in output.inspect_staged() if file.totals is not None and file.totals.rows]
+    if not readable:
+        return inputs, False
+    rows = sum(file.totals.rows for file in readable)
+    done = output.read_paths([file.path for file in readable])
+    return inputs.join(done, join_type="left_anti", num_partitions=max(1, math.ceil(rows / ROWS_PER_BUCKET)),
+                       on=(col.PATH,), aggregator_ray_remote_args=SHUFFLE_ARGS), True
+

@@ -22,7 +22,7 @@ def test_gpu_decode_on_cpu_device_matches_cpu_decode(ray_cluster, samples, s3_op
     config = JobConfig(input_uri=samples["images"], output_uri="s3://samples/out/gpu-decode/", model=LITE0,
                        weights=samples["checkpoint"], device="cpu", gpu_decode="on", batch_size=3,
                        s3=s3_options)
-    summary = run_job(config)
+    summary = run_job(config).summary
     table = pq.read_table("samples/out/gpu-decode/", filesystem=s3_filesystem(s3_options),
                           columns=["path", "label", "score", "error"])
     job_rows = {row["path"].removeprefix(samples["images"]): row for row in table.to_pylist()}
