@@ -13,7 +13,8 @@ import pytest
 import ray
 
 from batchinfer.pipeline import connect_ray
-from batchinfer.sink import CommitError, Output, WriteRecord, prediction_schema
+from batchinfer.columns import prediction_schema
+from batchinfer.sink import CommitError, Output, WriteRecord
 from batchinfer.storage import resolve
 
 BUCKET = "commit"
