@@ -59,9 +59,17 @@ def build_parser() -> argparse.ArgumentParser:
                               "S3 access comes from AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, "
                               "AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_REGION.")
     io_group = run.add_argument_group("input and output")
-    io_group.add_argument("--input", required=True, help="s3://BUCKET/PREFIX/ or a local directory")
+    io_group.add_argument("--input", required=True,
+                          help="s3://BUCKET/PREFIX/ or a local directory (every image under it); or a manifest: "
+                          "a .parquet/.csv file with a column of object URIs, a .txt file with one per line, "
+                          "or an S3 Inventory manifest.json")
     io_group.add_argument("--output", required=True, help="s3://BUCKET/PREFIX/ or a local directory")
-    io_group.add_argument("--limit", type=_positive_int, help="classify only the first N images")
+    io_group.add_argument("--path-column", metavar="NAME",
+                          help="manifest input: the column of object URIs (default: `path`, or the only column)")
+    io_group.add_argument("--key-column", metavar="NAME",
+                          help="manifest input: a column copied into the output as `key`, to join results back")
+    io_group.add_argument("--limit", type=_positive_int,
+                          help="classify only N images (any N of them: the listing runs in parallel)")
     io_group.add_argument("--label-from-path", metavar="REGEX",
                           help="ground truth from the object path (first group), e.g. '([^/]+)/[^/]+$'")
     io_group.add_argument("--rows-per-file", type=_positive_int, default=10_000,
@@ -140,6 +148,7 @@ def config_from_args(args: argparse.Namespace) -> JobConfig:
         num_workers=args.num_workers, num_gpus_per_worker=args.num_gpus_per_worker,
         num_cpus_per_worker=args.num_cpus_per_worker, top_k=args.top_k,
         label_from_path=args.label_from_path, limit=args.limit, rows_per_file=args.rows_per_file,
+        path_column=args.path_column, key_column=args.key_column,
         overwrite=args.overwrite, resume=args.resume, precision=args.precision,
         gpu_decode=args.gpu_decode, compile=args.compile, storage_timeout_s=args.storage_timeout,
         max_image_pixels=args.max_image_pixels,

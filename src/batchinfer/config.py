@@ -71,6 +71,8 @@ class JobConfig:
     top_k: int = 5
     label_from_path: str | None = None
     limit: int | None = None
+    path_column: str | None = None  # manifest input: the column of object URIs
+    key_column: str | None = None   # manifest input: a column carried into the output as `key`
     rows_per_file: int = 10_000
     overwrite: bool = False
     resume: bool = False

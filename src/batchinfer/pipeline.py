@@ -9,7 +9,6 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-import pyarrow as pa
 import ray
 
 from batchinfer.config import JobConfig, UserError
@@ -19,7 +18,7 @@ from batchinfer.predictor import CPU_BATCH_SIZE, CUDA_ACTOR_BATCH, InferenceSett
 from batchinfer.preprocess import Preprocessor
 from batchinfer.report import write_report
 from batchinfer.sink import Output, check_output, prepare_output
-from batchinfer.source import list_images
+from batchinfer.source import SkippedCounter, check_input, count_skipped, input_dataset
 from batchinfer.storage import Location, check_bucket, resolve, retry_storage
 
 DECODE_BATCH = 64         # images per decode task batch (one object-store block each)
@@ -134,7 +133,8 @@ def _run_holding_lease(config: JobConfig, source: Location, output: Output, leas
     job = {"input": config.input_uri, "model": config.model, "weights": config.weights,
            "categories": config.categories, "top_k": config.top_k, "label_from_path": config.label_from_path}
     check_output(output, config.overwrite, config.resume, job)
-    listing = list_images(source, config.s3, exclude_prefix=target.path, limit=config.limit)
+    exclude = [target.path, output.meta.path]  # our own output, should the input hold it
+    images = check_input(config, source, exclude)  # empty input, no images, bad manifest: one line, now
     request = ModelRequest(config.model, config.weights, config.categories, config.s3)
     transform = load_model(request).transform  # model, weight and category mistakes surface here
 
@@ -142,17 +142,25 @@ def _run_holding_lease(config: JobConfig, source: Location, output: Output, leas
     resources = plan_resources(config)
     done = retry_storage(lambda: prepare_output(output, config.overwrite, config.resume, job),
                          f"prepare {config.output_uri}", config.storage_timeout_s)
-    inputs = [source.uri(path) for path in listing.paths]
     if done is None:
         print(f"{config.output_uri} is already complete; nothing to resume")
         return {}
-    todo = [path for path in listing.paths if source.uri(path) not in done]
+    skipped = SkippedCounter.remote()
+    listed = input_dataset(config, source, exclude, skipped)
+    # INTERIM, until the new resume/commit (the "commit" work) lands: the old commit checks every input
+    # URI on the driver, so the listing is materialized (in the object store) and its paths collected
+    # here, and resume drops finished inputs with a driver-side set. The new commit takes `listed` as is.
+    listed = listed.materialize()
+    inputs = [path for batch in listed.iter_batches(batch_size=None, batch_format="pyarrow")
+              for path in batch["path"].to_pylist()]
+    todo = listed.filter(lambda row: row["path"] not in done) if done else listed
+    todo_count = len(inputs) - len(done.intersection(inputs))
     startup_s = time.monotonic() - clock
 
     pipeline_clock = time.monotonic()
-    if todo:
+    if todo_count:
         staging = f"{output.staging_root}/{lease.run_id}"
-        preprocessor = Preprocessor(source.filesystem, transform, source.uri(""), config.label_from_path,
+        preprocessor = Preprocessor(images.filesystem, transform, images.uri(""), config.label_from_path,
                                     storage_timeout_s=config.storage_timeout_s,
                                     max_image_pixels=config.max_image_pixels, s3=config.s3)
         # Each write task gathers --rows-per-file rows, then writes files of at most that many rows.
@@ -166,10 +174,10 @@ def _run_holding_lease(config: JobConfig, source: Location, output: Output, leas
         "run_id": lease.run_id,
         "weights": config.weights if "://" not in config.weights else "checkpoint",
         "device": resources.device, "inference_actors": resources.actors,
-        "started_at": started_at.isoformat(), "skipped_non_images": listing.skipped,
-        "resumed_rows": len(done), "processed_this_run": len(todo),
+        "started_at": started_at.isoformat(), "skipped_non_images": count_skipped(skipped),
+        "resumed_rows": len(done), "processed_this_run": todo_count,
         "startup_s": round(startup_s, 3), "pipeline_s": round(pipeline_s, 3),
-        "images_per_s": round(len(todo) / pipeline_s, 2) if todo and pipeline_s > 0 else None,
+        "images_per_s": round(todo_count / pipeline_s, 2) if todo_count and pipeline_s > 0 else None,
     }
     summary["finished_at"] = datetime.now(timezone.utc).isoformat()
     summary = retry_storage(
@@ -191,20 +199,19 @@ def inference_settings(config: JobConfig, resources: Resources) -> InferenceSett
 
 
 def build_dataset(config: JobConfig, request: ModelRequest, resources: Resources,
-                  preprocessor: Preprocessor, paths: list[str]) -> ray.data.Dataset:
-    """The Ray Data graph: path blocks → batched decode tasks → inference actor pool.
+                  preprocessor: Preprocessor, inputs: ray.data.Dataset) -> ray.data.Dataset:
+    """The Ray Data graph: input URIs (source.input_dataset) → batched decode tasks → inference actor pool.
 
     On CUDA an actor call takes CUDA_ACTOR_BATCH images and runs them in forward batches of
     --batch-size (default by GPU memory), staging the next forward batch while one computes; with two
     calls in flight per actor, Ray Data gathers the next call's input while the model runs."""
-    blocks = [pa.table({"path": paths[i:i + DECODE_BATCH]}) for i in range(0, len(paths), DECODE_BATCH)]
     if use_gpu_decode(config.gpu_decode, resources.device):
         preprocessor = preprocessor.passing_jpegs()
     settings = inference_settings(config, resources)
     actor_batch = (max(CUDA_ACTOR_BATCH, config.batch_size or 0) if resources.device == "cuda"
                    else config.batch_size or CPU_BATCH_SIZE)
     dataset = (
-        ray.data.from_arrow(blocks)
+        inputs
         .map_batches(preprocessor, batch_size=DECODE_BATCH, batch_format="numpy",
                      num_cpus=resources.decode_cpus)
         .map_batches(Predictor, fn_constructor_kwargs={"request": request, "settings": settings},

@@ -266,4 +266,7 @@ class Predictor:
             columns["correct"] = [None if label is None or truth is None
                                   else normalize_label(label) == normalize_label(truth)
                                   for label, truth in zip(labels, truths)]
-        return pa.table(columns, schema=prediction_schema(with_truth))
+        with_key = "key" in batch
+        if with_key:
+            columns["key"] = _strings(batch["key"])
+        return pa.table(columns, schema=prediction_schema(with_truth, with_key))

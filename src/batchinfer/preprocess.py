@@ -209,7 +209,9 @@ class Preprocessor:
         return match.group(1) if match.re.groups else match.group(0)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        paths: Sequence[str] = [str(p) for p in batch["path"]]
+        """`path` holds input URIs (`s3://bucket/key`, or a local path); a manifest's `key` passes through."""
+        uris: Sequence[str] = [str(p) for p in batch["path"]]
+        paths = [uri.removeprefix(self.uri_prefix) for uri in uris]
         crop = self.transform.crop_size
         images = np.zeros((len(paths), crop, crop, 3), dtype=np.uint8)
         failures: list[Failure | None] = [None] * len(paths)
@@ -228,7 +230,6 @@ class Preprocessor:
                     jpegs[index], orientations[index] = payload, orientation
             except Exception as exc:  # noqa: BLE001 - any undecodable input becomes an error row
                 failures[index] = failure(exc)
-        uris = [self.uri_prefix + path for path in paths]
         out = {"path": np.array(uris, dtype=object),
                "error": np.array([f and f.message for f in failures], dtype=object),
                "error_kind": np.array([f and f.kind for f in failures], dtype=object)}
@@ -239,6 +240,8 @@ class Preprocessor:
                                         for image, keep in zip(images, decoded_here)], dtype=object)}
         else:
             out["image"] = images
+        if "key" in batch:
+            out["key"] = batch["key"]
         if self.label_pattern:
             out["true_label"] = np.array([self.true_label(uri) for uri in uris], dtype=object)
         return out

@@ -39,8 +39,8 @@ class CommitError(RuntimeError):
     """The staged results don't cover every input; nothing was marked successful."""
 
 
-def prediction_schema(with_truth: bool = False) -> pa.Schema:
-    """The output contract: one row per input object."""
+def prediction_schema(with_truth: bool = False, with_key: bool = False) -> pa.Schema:
+    """The output contract: one row per input object (`key`: a manifest's --key-column, to join back)."""
     fields = [
         pa.field("path", pa.string(), nullable=False),
         pa.field("label", pa.string()),
@@ -54,6 +54,8 @@ def prediction_schema(with_truth: bool = False) -> pa.Schema:
     ]
     if with_truth:
         fields += [pa.field("true_label", pa.string()), pa.field("correct", pa.bool_())]
+    if with_key:
+        fields.append(pa.field("key", pa.string()))
     return pa.schema(fields)
 
 
