@@ -221,7 +221,8 @@ def _plan_directory(lister: S3Lister, directory: str, units_wanted: int, budget:
             wanted = max(1, units_wanted - len(units) - (len(groups) - index))
             units += _plan_directory(lister, directory + group.prefix + "/", wanted, budget)
         else:
-            units.append(Unit("range", directory, after, upto))
+            units.append(Unit("range", directory, None if after is None else directory + after,
+                              None if upto is None else directory + upto))
     return units
 
 
