@@ -212,6 +212,7 @@ def build_dataset(config: JobConfig, request: ModelRequest, resources: Resources
                    else config.batch_size or CPU_BATCH_SIZE)
     dataset = (
         inputs
+        .repartition(target_num_rows_per_block=DECODE_BATCH)  # a listing task's block: thousands of paths
         .map_batches(preprocessor, batch_size=DECODE_BATCH, batch_format="numpy",
                      num_cpus=resources.decode_cpus)
         .map_batches(Predictor, fn_constructor_kwargs={"request": request, "settings": settings},
