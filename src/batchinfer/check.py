@@ -1,6 +1,6 @@
 """`batchinfer check`: can this identity read the input and write the output? (the chart's `helm test`)
 
-The same early checks the job runs before any work (storage.resolve/check_bucket, source.list_images),
+The same early checks the job runs before any work (storage.resolve/check_bucket, source.first_image),
 then one read of the first image and a probe object written and deleted under the output prefix, so
 a missing bucket, a wrong key or a read-only role surfaces as one line instead of a failed RayJob.
 """
@@ -10,8 +10,8 @@ from __future__ import annotations
 import uuid
 
 from batchinfer.config import S3Options
-from batchinfer.source import list_images
-from batchinfer.storage import check_bucket, explain, read_bytes, resolve, write_bytes
+from batchinfer.source import first_image
+from batchinfer.storage import STORAGE_TIMEOUT_S, check_bucket, explain, read_bytes, resolve, write_bytes
 
 PROBE_PREFIX = "_batchinfer-check-"  # starts with "_": Parquet readers skip it, like _SUCCESS
 
@@ -19,10 +19,9 @@ PROBE_PREFIX = "_batchinfer-check-"  # starts with "_": Parquet readers skip it,
 def check_access(input_uri: str, output_uri: str, s3: S3Options) -> str:
     """Raise UserError naming the first thing that fails; return a one-line report when all pass."""
     source, target = resolve(input_uri, s3), resolve(output_uri, s3)
-    listing = list_images(source, s3, exclude_prefix=target.path)
-    first = listing.paths[0]
+    first = first_image(source, s3, STORAGE_TIMEOUT_S, [target.path])
     try:
-        read_bytes(source.filesystem, first)
+        read_bytes(source.filesystem, first, s3)
     except OSError as exc:
         raise explain(exc, source.uri(first), s3) from None
     check_bucket(target, s3)
@@ -34,6 +33,4 @@ def check_access(input_uri: str, output_uri: str, s3: S3Options) -> str:
         target.filesystem.delete_file(probe)
     except OSError as exc:
         raise explain(exc, target.uri(probe), s3) from None
-    count = len(listing.paths)
-    return (f"batchinfer check: ok: {count} image{'s' if count != 1 else ''} under {input_uri} (read "
-            f"{source.uri(first)}); {output_uri} is writable")
+    return f"batchinfer check: ok: images under {input_uri} (read {source.uri(first)}); {output_uri} is writable"

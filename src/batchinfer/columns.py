@@ -25,10 +25,12 @@ TOPK_LABELS = "topk_labels"
 TOPK_SCORES = "topk_scores"
 MODEL = "model"
 CORRECT = "correct"        # label == true_label (normalized); with TRUE_LABEL only
+# Listing → output: a manifest's --key-column, carried through so results join back.
+KEY = "key"
 
 
-def prediction_schema(with_truth: bool = False) -> pa.Schema:
-    """The output contract: one row per input object."""
+def prediction_schema(with_truth: bool = False, with_key: bool = False) -> pa.Schema:
+    """The output contract: one row per input object (`key`: a manifest's --key-column, to join back)."""
     fields = [
         pa.field(PATH, pa.string(), nullable=False),
         pa.field(LABEL, pa.string()),
@@ -42,4 +44,6 @@ def prediction_schema(with_truth: bool = False) -> pa.Schema:
     ]
     if with_truth:
         fields += [pa.field(TRUE_LABEL, pa.string()), pa.field(CORRECT, pa.bool_())]
+    if with_key:
+        fields.append(pa.field(KEY, pa.string()))
     return pa.schema(fields)

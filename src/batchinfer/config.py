@@ -127,15 +127,21 @@ class JobConfig:
     """Everything one run needs. `validate()` turns bad values into a UserError before any work."""
 
     input_uri: str = flag(
-        "--input", "s3://BUCKET/PREFIX/ or a local directory (file:// or a path); every image under it, "
+        "--input", "s3://BUCKET/PREFIX/ or a local directory (file:// or a path): every image under it, "
         "recursively (.jpg .jpeg .png .webp .bmp .gif .tif .tiff, any case; other objects are skipped and "
-        "counted)", IO, metavar="URI")
+        "counted), listed by parallel Ray tasks as the job runs; or a manifest: a .parquet/.csv file with a "
+        "column of object URIs, a .txt file with one per line, or an S3 Inventory manifest.json", IO,
+        metavar="URI")
     output_uri: str = flag(
         "--output", "s3://BUCKET/PREFIX/ or a local directory, not inside the input and not a bucket root: "
         "Parquet part files and _SUCCESS; the run's summary and report go to <output>.batchinfer/",
         IO, metavar="URI")
-    limit: int | None = flag("--limit", "classify only the first N images (sorted by key)", IO, None,
-                             parse=positive_int, metavar="N")
+    limit: int | None = flag("--limit", "classify only N images (any N of them: the listing runs in "
+                             "parallel; it stops early)", IO, None, parse=positive_int, metavar="N")
+    path_column: str | None = flag("--path-column", "manifest input: the column of object URIs (default: "
+                                   "`path`, or the only column)", IO, None, metavar="NAME")
+    key_column: str | None = flag("--key-column", "manifest input: a column copied into the output as "
+                                  "`key`, to join results back", IO, None, metavar="NAME")
     label_from_path: str | None = flag(
         "--label-from-path", "ground truth from the object path (the first group, or the whole match), "
         "e.g. '([^/]+)/[^/]+$' for the parent directory; adds true_label, correct and the accuracy",

@@ -11,7 +11,6 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-import pyarrow as pa
 import ray
 
 from batchinfer import columns as col
@@ -22,7 +21,7 @@ from batchinfer.predictor import CPU_BATCH_SIZE, CUDA_ACTOR_BATCH, InferenceSett
 from batchinfer.preprocess import Preprocessor
 from batchinfer.report import write_report
 from batchinfer.sink import JobIdentity, Output, WriteRecord, check_output, exclude_finished, prepare_output
-from batchinfer.source import Listing, list_images
+from batchinfer.source import SkippedCounter, check_input, count_skipped, input_dataset
 from batchinfer.staging import StagingDatasink
 from batchinfer.storage import Location, check_bucket, resolve, retry_storage
 
@@ -148,9 +147,10 @@ class Preflight:
     """Everything checked and loaded before the pipeline starts, while this run holds the output."""
 
     source: Location
+    images: Location  # where the images are read from: the input, or the store a manifest names
+    exclude: list[str]  # our own output and its sibling, never inputs
     output: Output
     identity: JobIdentity
-    listing: Listing
     request: ModelRequest
     transform: object  # the model's EvalTransform
     resources: Resources
@@ -166,6 +166,7 @@ class Execution:
     record: WriteRecord | None
     resumed_inputs: ray.data.Dataset | None
     pipeline_s: float
+    skipped: int  # non-images the listing passed over
 
 
 def run_job(config: JobConfig) -> JobResult:
@@ -193,11 +194,12 @@ def run_job(config: JobConfig) -> JobResult:
 
 def preflight(config: JobConfig, source: Location, output: Output, started_at: datetime,
               clock: float) -> Preflight | None:
-    """Check the output and the job, list the input, load the model, join Ray, place inference and
-    prepare the output. None: a resumed output that is already complete."""
+    """Check the output and the job, check the input (its first page, or the manifest), load the model,
+    join Ray, place inference and prepare the output. None: a resumed output that is already complete."""
     identity = JobIdentity.of(config)
     check_output(output, config.overwrite, config.resume, identity)
-    listing = list_images(source, config.s3, exclude_prefix=output.location.path, limit=config.limit)
+    exclude = [output.location.path, output.meta.path]  # our own output, should the input hold it
+    images = check_input(config, source, exclude)  # empty input, no images, bad manifest: one line, now
     request = ModelRequest(config.model, config.weights, config.categories, config.s3)
     transform = load_model(request).transform  # model, weight and category mistakes surface here
     connect_ray()
@@ -205,33 +207,16 @@ def preflight(config: JobConfig, source: Location, output: Output, started_at: d
     if not retry_storage(lambda: prepare_output(output, config.resume, identity),
                          f"prepare {config.output_uri}", config.storage_timeout_s):
         return None
-    return Preflight(source, output, identity, listing, request, transform, resources, started_at,
+    return Preflight(source, images, exclude, output, identity, request, transform, resources, started_at,
                      time.monotonic() - clock)
-
-
-def input_dataset(listing: Listing, source: Location) -> ray.data.Dataset:
-    """The inputs as a Ray dataset, column `path` = input URI."""
-    uris = [source.uri(path) for path in listing.paths]
-    return ray.data.from_arrow([pa.table({"path": uris[i:i + DECODE_BATCH]})
-                                for i in range(0, len(uris), DECODE_BATCH)])
-
-
-def _as_store_paths(dataset: ray.data.Dataset, source: Location) -> ray.data.Dataset:
-    """Input URIs → paths in the source filesystem, which the decode stage reads."""
-    scheme = f"{source.scheme}://" if source.scheme == "s3" else ""
-
-    def strip(batch: pa.Table) -> pa.Table:
-        return pa.table({"path": pa.array([uri.removeprefix(scheme) for uri in batch["path"].to_pylist()],
-                                          pa.string())})
-
-    return dataset.map_batches(strip, batch_format="pyarrow", batch_size=DECODE_BATCH, num_cpus=0)
 
 
 def execute(config: JobConfig, ready: Preflight, run_id: str) -> Execution:
     """Classify the inputs without a staged result into this run's staging area. On --resume the
     inputs are materialized in Ray's object store (the commit checks them too) and finished ones are
     excluded with a distributed anti-join."""
-    inputs, resumed_inputs = input_dataset(ready.listing, ready.source), None
+    skipped = SkippedCounter.remote()  # non-images the listing tasks pass over
+    inputs, resumed_inputs = input_dataset(config, ready.source, ready.exclude, skipped), None
     if config.resume:
         resumed_inputs = inputs.materialize()
         inputs, found = retry_storage(lambda: exclude_finished(ready.output, resumed_inputs),
@@ -240,13 +225,13 @@ def execute(config: JobConfig, ready: Preflight, run_id: str) -> Execution:
             resumed_inputs = None  # nothing staged earlier: every input is this run's, in its record
     clock = time.monotonic()
     staging = StagingDatasink(f"{ready.output.staging_root}/{run_id}", ready.output.fs, config.rows_per_file, run_id)
-    preprocessor = Preprocessor(ready.source.filesystem, ready.transform, ready.source.uri(""),
+    preprocessor = Preprocessor(ready.images.filesystem, ready.transform, ready.images.uri(""),
                                 config.label_from_path, storage_timeout_s=config.storage_timeout_s,
                                 max_image_pixels=config.max_image_pixels, s3=config.s3)
     # Each write task gathers --rows-per-file rows, then writes files of at most that many rows.
-    build_dataset(config, ready.request, ready.resources, preprocessor, _as_store_paths(inputs, ready.source)
-                  ).write_datasink(staging, ray_remote_args={"num_cpus": ready.resources.write_cpus})
-    return Execution(staging.record, resumed_inputs, time.monotonic() - clock)
+    build_dataset(config, ready.request, ready.resources, preprocessor, inputs).write_datasink(
+        staging, ray_remote_args={"num_cpus": ready.resources.write_cpus})
+    return Execution(staging.record, resumed_inputs, time.monotonic() - clock, count_skipped(skipped))
 
 
 def commit(config: JobConfig, ready: Preflight, execution: Execution, lease: Lease) -> dict:
@@ -258,7 +243,7 @@ def commit(config: JobConfig, ready: Preflight, execution: Execution, lease: Lea
         "job": ready.identity.as_dict(), "run_id": lease.run_id,
         "weights": config.weights if "://" not in config.weights else "checkpoint",
         "device": ready.resources.device, "inference_actors": ready.resources.actors,
-        "started_at": ready.started_at.isoformat(), "skipped_non_images": ready.listing.skipped,
+        "started_at": ready.started_at.isoformat(), "skipped_non_images": execution.skipped,
         "processed_this_run": processed,
         "startup_s": round(ready.startup_s, 3), "pipeline_s": round(pipeline_s, 3),
         "images_per_s": round(processed / pipeline_s, 2) if processed and pipeline_s > 0 else None,
@@ -284,8 +269,8 @@ def inference_settings(config: JobConfig, resources: Resources) -> InferenceSett
 
 
 def build_dataset(config: JobConfig, request: ModelRequest, resources: Resources,
-                  preprocessor: Preprocessor, paths: ray.data.Dataset) -> ray.data.Dataset:
-    """The Ray Data graph: paths (column `path`) → batched decode tasks → inference actor pool.
+                  preprocessor: Preprocessor, inputs: ray.data.Dataset) -> ray.data.Dataset:
+    """The Ray Data graph: input URIs (source.input_dataset) → batched decode tasks → inference actor pool.
 
     On CUDA an actor call takes CUDA_ACTOR_BATCH images and runs them in forward batches of
     --batch-size (default by GPU memory), staging the next forward batch while one computes; with two
@@ -296,7 +281,9 @@ def build_dataset(config: JobConfig, request: ModelRequest, resources: Resources
     actor_batch = (max(CUDA_ACTOR_BATCH, config.batch_size or 0) if resources.device == "cuda"
                    else config.batch_size or CPU_BATCH_SIZE)
     dataset = (
-        paths.map_batches(preprocessor, batch_size=DECODE_BATCH, batch_format="numpy",
+        inputs
+        .repartition(target_num_rows_per_block=DECODE_BATCH)  # a listing task's block: thousands of paths
+        .map_batches(preprocessor, batch_size=DECODE_BATCH, batch_format="numpy",
                      num_cpus=resources.decode_cpus)
         .map_batches(Predictor, fn_constructor_kwargs={"request": request, "settings": settings},
                      batch_size=actor_batch, batch_format="numpy",

@@ -267,4 +267,7 @@ class Predictor:
             columns[col.CORRECT] = [None if label is None or truth is None
                                   else normalize_label(label) == normalize_label(truth)
                                   for label, truth in zip(labels, truths)]
-        return pa.table(columns, schema=prediction_schema(with_truth))
+        with_key = col.KEY in batch
+        if with_key:
+            columns[col.KEY] = _strings(batch[col.KEY])
+        return pa.table(columns, schema=prediction_schema(with_truth, with_key))

@@ -210,7 +210,9 @@ class Preprocessor:
         return match.group(1) if match.re.groups else match.group(0)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        paths: Sequence[str] = [str(p) for p in batch[col.PATH]]
+        """`path` holds input URIs (`s3://bucket/key`, or a local path); a manifest's `key` passes through."""
+        uris: Sequence[str] = [str(p) for p in batch[col.PATH]]
+        paths = [uri.removeprefix(self.uri_prefix) for uri in uris]
         crop = self.transform.crop_size
         images = np.zeros((len(paths), crop, crop, 3), dtype=np.uint8)
         failures: list[Failure | None] = [None] * len(paths)
@@ -229,7 +231,6 @@ class Preprocessor:
                     jpegs[index], orientations[index] = payload, orientation
             except Exception as exc:  # noqa: BLE001 - any undecodable input becomes an error row
                 failures[index] = failure(exc)
-        uris = [self.uri_prefix + path for path in paths]
         out = {col.PATH: np.array(uris, dtype=object),
                col.ERROR: np.array([f and f.message for f in failures], dtype=object),
                col.ERROR_KIND: np.array([f and f.kind for f in failures], dtype=object)}
@@ -240,6 +241,8 @@ class Preprocessor:
                                         for image, keep in zip(images, decoded_here)], dtype=object)}
         else:
             out[col.IMAGE] = images
+        if col.KEY in batch:
+            out[col.KEY] = batch[col.KEY]
         if self.label_pattern:
             out[col.TRUE_LABEL] = np.array([self.true_label(uri) for uri in uris], dtype=object)
         return out

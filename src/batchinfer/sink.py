@@ -77,11 +77,13 @@ class JobIdentity:
     categories: str | None
     top_k: int
     label_from_path: str | None
+    path_column: str | None = None  # manifest input: which column names the objects
+    key_column: str | None = None   # manifest input: carried into the output as `key`
 
     @classmethod
     def of(cls, config: JobConfig) -> "JobIdentity":
         return cls(config.input_uri, config.model, config.weights, config.categories, config.top_k,
-                   config.label_from_path)
+                   config.label_from_path, config.path_column, config.key_column)
 
     def as_dict(self) -> dict:
         return asdict(self)

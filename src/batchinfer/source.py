@@ -1,23 +1,67 @@
-"""Which objects are inputs: a recursive listing filtered by image extension (names only, no bytes)."""
+"""Which objects are inputs: a lazy Ray Data dataset of image URIs, listed by Ray tasks as the job runs.
+
+The driver never lists the input, and never holds its paths. It does two cheap things:
+
+* `check_input` (before any heavy work) reads the first page of the input and raises the one-line
+  UserError for an input that holds nothing, or no images.
+* `plan_units` splits the key space into disjoint *units*, spending at most PLAN_REQUESTS small
+  listing requests: a breadth-first "skip scan" over the input directory's entries (with
+  `Delimiter="/"`), one character deeper at a time, until there are PLAN_UNITS groups of entries or
+  every group is small. A unit is either the entries of a directory whose keys fall in a range
+  `(after, upto]` (a flat prefix of a million objects becomes many ranges, each listed from
+  `StartAfter=after`), or the subtree of one common prefix.
+
+`input_dataset` turns the units into a Ray Data stage: one listing task per unit (`map_batches`
+over the unit rows) pages through its range with boto3 and yields the image paths it finds, so the
+first images are decoded while other units are still being listed, and `--limit N` (Ray Data's
+`limit`, which stops the upstream tasks, plus a per-task stop at N images) ends the listing early.
+Ray Data gathers a task's output into one block (up to its 128 MiB target) before passing it on, so
+the unit is the grain of streaming: that is why the planner aims for many units.
+
+Exactly once: units are disjoint by construction. Ranges are *directory-aligned*: a common prefix is
+never cut, only the entries of one directory are split, and never between a directory `n/` and a
+sibling `n…` that sorts differently by name than by key. That matters because S3 lists keys in
+UTF-8 byte order, while SeaweedFS lists a directory tree (`in/a/x.jpg` before `in/a-b.jpg`); a range
+of entries of one directory is the same set under both orders. Inside a common prefix, the listing
+is a plain recursive `Prefix=` listing, exact on every server. Keys pyarrow cannot name
+(`in//a.jpg`) are listed verbatim by boto3 and read with boto3 by the decode stage.
+
+Non-images are counted per unit in a small actor (`SkippedCounter`), never collected. A local
+directory is split the same way by `os.scandir`: the files at its top, and each subdirectory.
+
+Manifest input (`--input` ending in `.parquet`, `.csv`, `.txt` or `manifest.json`): the objects are
+read from a table instead of a listing, with Ray Data's readers (see `manifest_dataset`).
+"""
 
 from __future__ import annotations
 
+import json
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
+from urllib.parse import unquote_plus, urlparse
 
+import botocore.exceptions
+import pyarrow as pa
+import pyarrow.csv as pacsv
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+import ray
 
-from batchinfer.config import S3Options, UserError
-from batchinfer.storage import Location, check_bucket, explain
+from batchinfer.config import JobConfig, S3Options, UserError
+from batchinfer.storage import (Location, _s3_client, check_bucket, explain, read_bytes, retry_storage,
+                                s3_filesystem)
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
-
-
-@dataclass(frozen=True)
-class Listing:
-    """Input image paths (filesystem paths, sorted) and how many other objects were skipped."""
-
-    paths: list[str]
-    skipped: int
+PAGE_KEYS = 1000          # keys per listing request (the S3 maximum)
+PLAN_UNITS = 64           # listing tasks the planner aims for
+PLAN_REQUESTS = 200       # the most listing requests the driver spends on planning
+PLAN_DEPTH = 32           # the deepest character position a directory's entries are split at
+LIST_TASK_CPUS = 0.1      # a listing task waits on the store; it must not crowd out decode tasks
+AFTER_ALL = "\U0010ffff"  # sorts after every character: `p + AFTER_ALL` is after every key starting with p
+MANIFEST_SUFFIXES = (".parquet", ".csv", ".txt", "manifest.json")
+OUTPUT_KEY_COLUMN = "key"
 
 
 def is_image(path: str) -> bool:
@@ -25,20 +69,510 @@ def is_image(path: str) -> bool:
     return "." in name and name[name.rindex("."):].lower() in IMAGE_EXTENSIONS
 
 
-def list_images(location: Location, options: S3Options, exclude_prefix: str | None = None,
-                limit: int | None = None) -> Listing:
-    """List every image under the location, recursively. `exclude_prefix` hides our own output."""
-    check_bucket(location, options)
-    selector = pafs.FileSelector(location.path, recursive=True, allow_not_found=True)
+def is_excluded(path: str, exclude_prefixes: list[str]) -> bool:
+    """True for a path at or under one of `exclude_prefixes` (our own output and its `.batchinfer/`)."""
+    return any(path == prefix or path.startswith(prefix.rstrip("/") + "/") for prefix in exclude_prefixes)
+
+
+def in_range(key: str, after: str | None, upto: str | None) -> bool:
+    """`after < key <= upto`, either end open when None (Python compares code points, which is the UTF-8
+    byte order S3 sorts keys by)."""
+    return (after is None or key > after) and (upto is None or key <= upto)
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One listing task's share of the input.
+
+    kind `range`: the entries of `directory` (a key prefix ending in `/`, or "" for a bucket root) whose
+    keys are in `(after, upto]`; each common prefix among them is listed recursively. kind `tree`:
+    every key under `directory`, recursively. Local inputs: `files` (the files directly in a
+    directory) and `tree`."""
+
+    kind: str
+    directory: str
+    after: str | None = None
+    upto: str | None = None
+
+
+def ranges_from_groups(groups: list[str]) -> list[tuple[str | None, str | None]]:
+    """Key ranges `(after, upto]` that cover a directory's whole key space, one per group (sorted
+    entry-name prefixes): group `g` ends at `g + AFTER_ALL`, after every key it prefixes, unless the next
+    group starts with `g` (then `g` stands for the one key equal to it, and ends there). The first range
+    starts at the beginning, the last runs to the end. Boundaries only rise, so the ranges are disjoint
+    and cover every key whatever the groups; good groups only balance them."""
+    ordered = sorted(groups)
+    ends = [group if following.startswith(group) else group + AFTER_ALL
+            for group, following in zip(ordered, ordered[1:])]
+    bounds: list[str | None] = [None, *ends, None]
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+def splittable(group: str, children: list[str]) -> bool:
+    """May `group` be replaced by its `children` (one character longer)? Not when a common prefix is
+    named exactly `group` (child `group/`): servers that list by name (SeaweedFS) put `group/` before
+    `group.jpg`, byte order puts it after, so no boundary may fall among them."""
+    return group + "/" not in children
+
+
+@dataclass
+class _Group:
+    prefix: str          # entry-name prefix, relative to the directory
+    open: bool = True    # worth splitting further (its first page was full)
+    subdirectory: bool = False  # exactly one common prefix: planned as a directory of its own
+
+
+class S3Lister:
+    """Pages of one bucket's keys, with boto3 (which sends any key verbatim), retried through outages."""
+
+    def __init__(self, options: S3Options, bucket: str, storage_timeout_s: float) -> None:
+        self.options = options
+        self.bucket = bucket
+        self.storage_timeout_s = storage_timeout_s
+        self.requests = 0
+
+    def page(self, prefix: str, delimiter: str | None = None, start_after: str | None = None,
+             token: str | None = None, max_keys: int = PAGE_KEYS) -> tuple[list[str], list[str], str | None]:
+        """(keys, common prefixes, the next page's token or None)."""
+        args = {"Bucket": self.bucket, "Prefix": prefix, "MaxKeys": max_keys}
+        if delimiter:
+            args["Delimiter"] = delimiter
+        if token:
+            args["ContinuationToken"] = token
+        elif start_after:
+            args["StartAfter"] = start_after
+
+        def request() -> dict:
+            try:
+                return _s3_client(self.options).list_objects_v2(**args)
+            except (botocore.exceptions.ConnectionError, botocore.exceptions.HTTPClientError) as exc:
+                raise OSError(f"AWS Error NETWORK_CONNECTION: {exc}") from None
+            except botocore.exceptions.ClientError as exc:
+                status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+                if status >= 500:
+                    raise OSError(f"HTTP status {status}: {exc}") from None
+                raise
+
+        self.requests += 1
+        answer = retry_storage(request, f"list s3://{self.bucket}/{prefix}", self.storage_timeout_s)
+        keys = [item["Key"] for item in answer.get("Contents", [])]
+        prefixes = [item["Prefix"] for item in answer.get("CommonPrefixes", [])]
+        return keys, prefixes, answer.get("NextContinuationToken") if answer.get("IsTruncated") else None
+
+
+def _bucket_and_directory(location: Location) -> tuple[str, str]:
+    bucket, _, prefix = location.path.partition("/")
+    return bucket, f"{prefix}/" if prefix else ""
+
+
+def _children(lister: S3Lister, directory: str, group: str, budget: int
+              ) -> tuple[list[str], bool, set[str]] | None:
+    """The distinct entry-name prefixes one character longer than `group` among the entries of
+    `directory` (skip scan: after each page, jump past the last prefix seen), whether the first page
+    was full, and which of them hold a common prefix. None when the budget ran out first."""
+    children: list[str] = []
+    holding_prefixes: set[str] = set()
+    after: str | None = None
+    first_page_full = False
+    while True:
+        if lister.requests >= budget:
+            return None
+        keys, prefixes, token = lister.page(directory + group, "/", start_after=after)
+        first_page_full = first_page_full or (after is None and token is not None)
+        for key in sorted(keys + prefixes):
+            child = key[len(directory):len(directory) + len(group) + 1]
+            if child not in children:
+                children.append(child)
+        holding_prefixes.update(prefix[len(directory):len(directory) + len(group) + 1] for prefix in prefixes)
+        if token is None or not children:
+            return children, first_page_full, holding_prefixes
+        after = directory + max(children) + AFTER_ALL
+
+
+def _plan_directory(lister: S3Lister, directory: str, units_wanted: int, budget: int) -> list[Unit]:
+    """Split one directory's entries into about `units_wanted` ranges, breadth first, one character
+    deeper at a time. A group is split further while its first page is full or it holds common
+    prefixes; a group that is exactly one common prefix is planned as a directory of its own."""
+    groups = [_Group("")]
+    while len(groups) < units_wanted:
+        candidates = [group for group in groups if group.open and len(group.prefix) < PLAN_DEPTH]
+        if not candidates:
+            break
+        group = min(candidates, key=lambda each: len(each.prefix))
+        group.open = False
+        found = _children(lister, directory, group.prefix, budget)
+        if found is None:
+            break
+        children, full, holding_prefixes = found
+        if children == [group.prefix + "/"]:
+            group.subdirectory = True
+        elif not (full or holding_prefixes):
+            continue  # small: one page holds it
+        elif len(children) == 1:
+            if children[0] != group.prefix:  # one longer prefix (`img_…`): look one character deeper
+                group.prefix, group.open = children[0], True
+        elif splittable(group.prefix, children):
+            index = groups.index(group)
+            groups[index:index + 1] = [_Group(child, open=child != group.prefix and (full or child in holding_prefixes))
+                                       for child in sorted(children)]
+    units: list[Unit] = []
+    for index, ((after, upto), group) in enumerate(zip(ranges_from_groups([g.prefix for g in groups]), groups)):
+        if group.subdirectory and lister.requests < budget:
+            wanted = max(1, units_wanted - len(units) - (len(groups) - index))
+            units += _plan_directory(lister, directory + group.prefix + "/", wanted, budget)
+        else:
+            units.append(Unit("range", directory, None if after is None else directory + after,
+                              None if upto is None else directory + upto))
+    return units
+
+
+def plan_units(location: Location, options: S3Options, storage_timeout_s: float,
+               units_wanted: int = PLAN_UNITS, budget: int = PLAN_REQUESTS) -> list[Unit]:
+    """The disjoint units that together cover the input (see the module docstring)."""
+    if location.scheme != "s3":
+        root = location.path
+        try:
+            subdirectories = sorted(entry.path for entry in os.scandir(root) if entry.is_dir())
+        except FileNotFoundError:
+            return []
+        return [Unit("files", root), *(Unit("tree", path) for path in subdirectories)]
+    bucket, directory = _bucket_and_directory(location)
+    lister = S3Lister(options, bucket, storage_timeout_s)
+    return _plan_directory(lister, directory, units_wanted, budget)
+
+
+def _walk_files(directory: str, recursive: bool) -> Iterator[list[str]]:
+    """Local files under `directory` (sorted per directory), a page at a time."""
+    pending = [directory]
+    while pending:
+        current = pending.pop()
+        try:
+            entries = sorted(os.scandir(current), key=lambda entry: entry.name)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        files = [entry.path for entry in entries if entry.is_file()]
+        for start in range(0, len(files), PAGE_KEYS):
+            yield files[start:start + PAGE_KEYS]
+        if recursive:
+            pending += [entry.path for entry in reversed(entries) if entry.is_dir(follow_symlinks=False)]
+
+
+def unit_keys(unit: Unit, lister: S3Lister | None) -> Iterator[list[str]]:
+    """A unit's object paths (S3: keys; local: file paths), a page at a time."""
+    if lister is None:
+        yield from _walk_files(unit.directory, recursive=unit.kind == "tree")
+        return
+    if unit.kind == "tree":
+        yield from _tree_keys(lister, unit.directory)
+        return
+    token, after = None, unit.after
+    while True:
+        keys, prefixes, token = lister.page(unit.directory, "/", start_after=after, token=token)
+        yield [key for key in keys if in_range(key, unit.after, unit.upto)]
+        for prefix in prefixes:
+            if in_range(prefix, unit.after, unit.upto):
+                yield from _tree_keys(lister, prefix)
+        past_the_end = unit.upto is not None and any(key > unit.upto for key in keys + prefixes)
+        if token is None or past_the_end:
+            return
+
+
+def _tree_keys(lister: S3Lister, prefix: str) -> Iterator[list[str]]:
+    token = None
+    while True:
+        keys, _, token = lister.page(prefix, token=token)
+        yield keys
+        if token is None:
+            return
+
+
+@ray.remote(num_cpus=0)
+class SkippedCounter:
+    """Non-images skipped, per listing unit (set, not added: a retried task reports its unit again)."""
+
+    def __init__(self) -> None:
+        self.by_unit: dict[int | str, int] = {}
+
+    def report(self, unit: int | str, skipped: int) -> None:
+        self.by_unit[unit] = skipped
+
+    def total(self) -> int:
+        return sum(self.by_unit.values())
+
+
+def _list_units(batch: pa.Table, *, scheme: str, bucket: str, options: S3Options, storage_timeout_s: float,
+                exclude_prefixes: list[str], limit: int | None, skipped: "ray.actor.ActorHandle | None"
+                ) -> Iterator[pa.Table]:
+    """The listing stage: for each unit row, its image URIs, a page at a time (stops at `limit`)."""
+    lister = S3Lister(options, bucket, storage_timeout_s) if scheme == "s3" else None
+    for row in batch.to_pylist():
+        unit = Unit(row["kind"], row["directory"], row["after"], row["upto"])
+        found = others = 0
+        for keys in unit_keys(unit, lister):
+            paths = [f"{bucket}/{key}" for key in keys] if lister else keys
+            paths = [path for path in paths if not is_excluded(path, exclude_prefixes)]
+            images = [path for path in paths if is_image(path)]
+            others += len(paths) - len(images)
+            if limit is not None:
+                images = images[:limit - found]
+            found += len(images)
+            if images:
+                yield pa.table({"path": [f"s3://{path}" if lister else path for path in images]})
+            if limit is not None and found >= limit:
+                break
+        if skipped is not None:
+            ray.get(skipped.report.remote(row["unit"], others))
+
+
+def is_manifest(uri: str) -> bool:
+    return uri.lower().endswith(MANIFEST_SUFFIXES)
+
+
+def check_input(config: JobConfig, source: Location, exclude_prefixes: list[str]) -> Location:
+    """Before any heavy work: the one-line UserError for an input that is empty, holds no images, or
+    (a manifest) cannot be read as one. Reads a page, or a manifest's schema and first rows. Returns
+    where the images are read from: the input itself, or the store a manifest's entries name."""
+    if is_manifest(config.input_uri):
+        scheme = manifest_head(config, source).scheme
+        return Location(s3_filesystem(config.s3) if scheme == "s3" else pafs.LocalFileSystem(), "", scheme)
+    if config.path_column or config.key_column:
+        raise UserError("--path-column and --key-column name columns of a manifest: give --input a .parquet or "
+                        ".csv file of object URIs, or leave them out")
+    first_image(source, config.s3, config.storage_timeout_s, exclude_prefixes)
+    return source
+
+
+def first_image(source: Location, options: S3Options, storage_timeout_s: float,
+                exclude_prefixes: list[str]) -> str:
+    """The input's first image path, found from its first page (or as few pages as it takes);
+    UserError when it holds nothing, or no images."""
+    check_bucket(source, options)
+    files = 0
+    for keys in _first_keys(source, options, storage_timeout_s):
+        paths = [key for key in keys if not is_excluded(key, exclude_prefixes)]
+        files += len(paths)
+        for path in paths:
+            if is_image(path):
+                return path
+    what = "nothing" if not files else f"{files} objects but no images"
+    raise UserError(f"found {what} under {source.uri()}: check the input prefix (images must end in "
+                    f"{', '.join(sorted(IMAGE_EXTENSIONS))})")
+
+
+def _first_keys(source: Location, options: S3Options, storage_timeout_s: float) -> Iterator[list[str]]:
+    """The input's paths a page at a time, until the caller stops asking (usually after the first)."""
+    if source.scheme != "s3":
+        if not os.path.isdir(source.path):
+            return
+        yield from _walk_files(source.path, recursive=True)
+        return
+    bucket, directory = _bucket_and_directory(source)
+    lister = S3Lister(options, bucket, storage_timeout_s)
     try:
-        infos = location.filesystem.get_file_info(selector)
+        for keys in _tree_keys(lister, directory):
+            yield [f"{bucket}/{key}" for key in keys]
+    except (OSError, botocore.exceptions.ClientError) as exc:
+        raise explain(exc, source.uri(), options) from None
+
+
+def input_dataset(config: JobConfig, source: Location, exclude_prefixes: list[str],
+                  skipped: "ray.actor.ActorHandle | None" = None) -> ray.data.Dataset:
+    """The job's inputs as a lazy dataset: column `path` (the input URI: `s3://bucket/key`, or a local
+    path) and, for a manifest with --key-column, `key`; --limit applied. Non-images skipped by the
+    listing are reported to `skipped` (a SkippedCounter), when given. Needs Ray."""
+    if is_manifest(config.input_uri):
+        dataset = manifest_dataset(config, source, exclude_prefixes, skipped)
+    else:
+        try:
+            units = plan_units(source, config.s3, config.storage_timeout_s)
+        except (OSError, botocore.exceptions.ClientError) as exc:
+            raise explain(exc, source.uri(), config.s3) from None
+        bucket = source.path.partition("/")[0] if source.scheme == "s3" else ""
+        rows = [{"unit": index, "kind": unit.kind, "directory": unit.directory, "after": unit.after,
+                 "upto": unit.upto} for index, unit in enumerate(units)]
+        lister = partial(_list_units, scheme=source.scheme, bucket=bucket, options=config.s3,
+                         storage_timeout_s=config.storage_timeout_s, exclude_prefixes=exclude_prefixes,
+                         limit=config.limit, skipped=skipped)
+        dataset = ray.data.from_items(rows, override_num_blocks=max(1, len(rows))).map_batches(
+            lister, batch_size=1, batch_format="pyarrow", num_cpus=LIST_TASK_CPUS)
+    return dataset.limit(config.limit) if config.limit else dataset
+
+
+# --- manifests -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ManifestHead:
+    """What the driver learns from a manifest before any heavy work."""
+
+    format: str                 # parquet, csv, text, or inventory-csv / inventory-parquet
+    files: list[str]            # the data files (filesystem paths)
+    path_column: str | None     # plain manifests: the URI column
+    key_column: str | None
+    scheme: str                 # of the listed objects: s3 or file
+    inventory_columns: list[str] | None = None  # S3 Inventory CSV: column names from fileSchema
+
+
+def _uri_scheme(value: str) -> str | None:
+    parsed = urlparse(value)
+    if parsed.scheme == "s3" and parsed.netloc:
+        return "s3"
+    if parsed.scheme == "file" or (not parsed.scheme and value.startswith("/")):
+        return "file"
+    return None
+
+
+def _manifest_error(config: JobConfig, problem: str) -> UserError:
+    return UserError(f"--input {config.input_uri}: {problem}")
+
+
+def _inventory_head(config: JobConfig, source: Location) -> ManifestHead:
+    """An S3 Inventory report: manifest.json names the data files (CSV without header, columns from
+    fileSchema, keys URL-encoded; or Parquet) in the destination bucket."""
+    try:
+        manifest = json.loads(read_bytes(source.filesystem, source.path))
+        file_format = manifest["fileFormat"].lower()
+        keys = [entry["key"] for entry in manifest["files"]]
+        destination = manifest["destinationBucket"].rsplit(":", 1)[-1]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise _manifest_error(config, f"not an S3 Inventory manifest.json ({type(exc).__name__}: {exc}); a "
+                              "manifest.json needs fileFormat, fileSchema, destinationBucket and files[].key"
+                              ) from None
+    if source.scheme != "s3":
+        raise _manifest_error(config, "an S3 Inventory manifest.json is read from S3, where its data files are")
+    files = [f"{destination}/{key}" for key in keys]
+    if file_format == "csv":
+        columns = [name.strip() for name in manifest.get("fileSchema", "").split(",")]
+        if "Bucket" not in columns or "Key" not in columns:
+            raise _manifest_error(config, f"its fileSchema {manifest.get('fileSchema')!r} has no Bucket and Key")
+        return ManifestHead("inventory-csv", files, None, None, "s3", columns)
+    if file_format == "parquet":
+        return ManifestHead("inventory-parquet", files, None, None, "s3")
+    raise _manifest_error(config, f"S3 Inventory fileFormat {manifest['fileFormat']!r} is not supported: "
+                          "configure the inventory as CSV or Parquet")
+
+
+def manifest_head(config: JobConfig, source: Location) -> ManifestHead:
+    """Read a manifest's schema and first value on the driver; wrong columns or values -> UserError."""
+    check_bucket(source, config.s3)
+    try:
+        info = source.filesystem.get_file_info(source.path)
     except (OSError, ValueError) as exc:
-        raise explain(exc, location.uri(), options) from None
-    files = [info.path for info in infos if info.type == pafs.FileType.File
-             and not (exclude_prefix and info.path.startswith(exclude_prefix + "/"))]
-    images = sorted(path for path in files if is_image(path))
-    if not images:
-        what = "nothing" if not files else f"{len(files)} objects but no images"
-        raise UserError(f"found {what} under {location.uri()}: check the input prefix (images must end in "
-                        f"{', '.join(sorted(IMAGE_EXTENSIONS))})")
-    return Listing(paths=images[:limit] if limit else images, skipped=len(files) - len(images))
+        raise explain(exc, source.uri(), config.s3) from None
+    if info.type != pafs.FileType.File:
+        raise _manifest_error(config, "no such file: give the URI of a .parquet, .csv or .txt list of "
+                              "object URIs, or of an S3 Inventory manifest.json")
+    lower = config.input_uri.lower()
+    if lower.endswith("manifest.json"):
+        if config.path_column or config.key_column:
+            raise _manifest_error(config, "an S3 Inventory report takes no --path-column/--key-column")
+        return _inventory_head(config, source)
+    try:
+        if lower.endswith(".parquet"):
+            file_format = "parquet"
+            first = next(pq.ParquetFile(source.filesystem.open_input_file(source.path)).iter_batches(10), None)
+            table = pa.Table.from_batches([first]) if first is not None else pa.table({})
+        elif lower.endswith(".csv"):
+            file_format = "csv"
+            with source.filesystem.open_input_stream(source.path) as stream:
+                reader = pacsv.open_csv(stream)
+                first = next(iter(reader), None)
+                table = pa.Table.from_batches([first]) if first is not None else reader.schema.empty_table()
+        else:
+            file_format = "text"
+            lines = read_bytes(source.filesystem, source.path)[:65536].decode(errors="replace").splitlines()
+            table = pa.table({"text": [line.strip() for line in lines if line.strip()][:10]})
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise _manifest_error(config, f"cannot be read as {lower.rsplit('.', 1)[-1]} "
+                              f"({str(exc).splitlines()[0][:200]})") from None
+    columns = table.column_names
+    if file_format == "text":
+        if config.key_column or config.path_column:
+            raise _manifest_error(config, "a .txt list has one URI per line and no columns: use a .csv or "
+                                  ".parquet file for --path-column/--key-column")
+        path_column = "text"
+    else:
+        path_column = config.path_column or ("path" if "path" in columns else
+                                             columns[0] if len(columns) == 1 else None)
+        if path_column not in columns:
+            raise _manifest_error(config, f"has no column {config.path_column or 'path'!r} (columns: "
+                                  f"{', '.join(columns) or 'none'}): name the URI column with --path-column")
+        if config.key_column and config.key_column not in columns:
+            raise _manifest_error(config, f"has no --key-column {config.key_column!r} (columns: "
+                                  f"{', '.join(columns)})")
+    values = [value for value in table[path_column].to_pylist() if value]
+    if not values:
+        raise _manifest_error(config, "lists no objects")
+    scheme = _uri_scheme(str(values[0]))
+    if scheme is None:
+        raise _manifest_error(config, f"its first entry {str(values[0])[:200]!r} is not an object URI: list "
+                              "s3://BUCKET/KEY URIs or absolute local paths")
+    return ManifestHead(file_format, [source.path], path_column, config.key_column, scheme)
+
+
+def _normalize_manifest(batch: pa.Table, *, head: ManifestHead, exclude_prefixes: list[str],
+                        skipped: "ray.actor.ActorHandle | None") -> pa.Table:
+    """Manifest rows -> `path` (as a listing gives it) and `key`. Plain lists keep every row they name;
+    S3 Inventory rows are filtered like a listing (images only, no delete markers or old versions)."""
+    keys_out = None
+    if head.format.startswith("inventory"):
+        names = {name.lower().replace("_", ""): name for name in batch.column_names}
+        rows = zip(batch[names["bucket"]].to_pylist(), batch[names["key"]].to_pylist(),
+                   batch[names["islatest"]].to_pylist() if "islatest" in names else [True] * batch.num_rows,
+                   batch[names["isdeletemarker"]].to_pylist() if "isdeletemarker" in names
+                   else [False] * batch.num_rows)
+        decode = unquote_plus if head.format == "inventory-csv" else (lambda key: key)
+        listed = [f"{bucket}/{decode(key)}" for bucket, key, latest, deleted in rows
+                  if key and _truthy(latest, True) and not _truthy(deleted, False)]
+        images = [path for path in listed if is_image(path) and not is_excluded(path, exclude_prefixes)]
+        if skipped is not None and len(listed) != len(images):
+            skipped.report.remote(listed[0], len(listed) - len(images))  # a batch, named by its first row
+        return pa.table({"path": pa.array([f"s3://{path}" for path in images], pa.string())})
+    values = [str(value).strip() if value is not None else "" for value in batch[head.path_column].to_pylist()]
+    if head.key_column:
+        keys_out = batch[head.key_column].cast(pa.string()).to_pylist()
+    paths, keys = [], []
+    for index, value in enumerate(values):
+        if not value:
+            continue
+        path = value.removeprefix("file://") if value.startswith("file://") else value
+        if is_excluded(path.removeprefix("s3://"), exclude_prefixes):
+            continue
+        paths.append(path)
+        keys.append(keys_out[index] if keys_out is not None else None)
+    columns = {"path": pa.array(paths, pa.string())}
+    if head.key_column:
+        columns[OUTPUT_KEY_COLUMN] = pa.array(keys, pa.string())
+    return pa.table(columns)
+
+
+def _truthy(value: object, default: bool) -> bool:
+    if value is None or value == "":
+        return default
+    return value is True or str(value).lower() == "true"
+
+
+def manifest_dataset(config: JobConfig, source: Location, exclude_prefixes: list[str],
+                     skipped: "ray.actor.ActorHandle | None" = None) -> ray.data.Dataset:
+    """The objects a manifest lists, read with Ray Data's readers (read_parquet / read_csv / read_text)."""
+    head = manifest_head(config, source)
+    filesystem = source.filesystem
+    if head.format == "inventory-csv":
+        dataset = ray.data.read_csv(head.files, filesystem=filesystem,
+                                    read_options=pacsv.ReadOptions(column_names=head.inventory_columns),
+                                    convert_options=pacsv.ConvertOptions(
+                                        column_types={name: pa.string() for name in head.inventory_columns}))
+    elif head.format in ("inventory-parquet", "parquet"):
+        dataset = ray.data.read_parquet(head.files, filesystem=filesystem)
+    elif head.format == "csv":
+        dataset = ray.data.read_csv(head.files, filesystem=filesystem, convert_options=pacsv.ConvertOptions(
+            column_types={name: pa.string() for name in filter(None, (head.path_column, head.key_column))}))
+    else:
+        dataset = ray.data.read_text(head.files, filesystem=filesystem)
+    return dataset.map_batches(partial(_normalize_manifest, head=head, exclude_prefixes=exclude_prefixes,
+                                       skipped=skipped), batch_format="pyarrow", num_cpus=LIST_TASK_CPUS)
+
+
+def count_skipped(skipped: "ray.actor.ActorHandle") -> int:
+    return ray.get(skipped.total.remote())
+
