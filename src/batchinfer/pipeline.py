@@ -13,7 +13,6 @@ from datetime import datetime, timezone
 
 import ray
 
-from batchinfer import columns as col
 from batchinfer.config import JobConfig, UserError
 from batchinfer.lease import Lease, acquire
 from batchinfer.models import ModelRequest, load_model

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from .render import CHART_DIR, REPO_ROOT, documents, template
+from .render import REPO_ROOT, documents, template
 from .tools import ensure_tool
 
 VALUES_DIR = Path(__file__).resolve().parent / "values"
