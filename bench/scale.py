@@ -221,6 +221,12 @@ class FirstOutput:
         self._thread.join()
 
 
+def _rss_mib() -> float:
+    """This process's RSS now (the driver before the run: interpreter and imports)."""
+    with open("/proc/self/status") as status:
+        return round(int(next(line for line in status if line.startswith("VmRSS:")).split()[1]) / 1024, 1)
+
+
 def _driver_figures(sampler: ProcessSampler, images: int, wall_s: float) -> dict:
     peak = sampler.peak()
     return {"whole_run_s": round(wall_s, 3), "whole_run_images_per_s": round(images / wall_s, 2),
@@ -239,7 +245,7 @@ def measure_job(input_uri: str, output_uri: str, model_uri: str, count: int, bat
     config = JobConfig(input_uri=input_uri, output_uri=output_uri, model=model_uri, batch_size=batch_size,
                        rows_per_file=rows_per_file, overwrite=True, s3=s3)
     output = Output(resolve(output_uri, s3), s3)
-    load_start = os.getloadavg()
+    load_start, rss_before = os.getloadavg(), _rss_mib()
     with ProcessSampler() as sampler, FirstOutput(output.fs, output.staging_root) as first:
         start = time.monotonic()
         summary = run_job(config)
@@ -252,7 +258,8 @@ def measure_job(input_uri: str, output_uri: str, model_uri: str, count: int, bat
             "first_output_s": round(min(seen_at, pipeline_end) - start, 3), "first_output_rows": first_rows,
             "first_output_seen_while_running": first.seen is not None and first.seen[0] <= pipeline_end,
             "job_startup_s": summary["startup_s"], "job_pipeline_s": summary["pipeline_s"],
-            "job_images_per_s": summary.get("images_per_s"), **_driver_figures(sampler, count, end - start),
+            "job_images_per_s": summary.get("images_per_s"), "driver_rss_before_mib": rss_before,
+            **_driver_figures(sampler, count, end - start),
             "load_avg_1_5_15_at_start": [round(x, 2) for x in load_start],
             "load_avg_1_5_15_at_end": [round(x, 2) for x in os.getloadavg()]}
 
@@ -260,7 +267,7 @@ def measure_job(input_uri: str, output_uri: str, model_uri: str, count: int, bat
 def measure_read_images(input_uri: str, count: int) -> dict:
     """The anchor: ray.data.read_images over the same objects, iterated to the end in the driver."""
     filesystem = resolve(input_uri, S3Options.from_env()).filesystem
-    load_start = os.getloadavg()
+    load_start, rss_before = os.getloadavg(), _rss_mib()
     first_s, rows = None, 0
     with ProcessSampler() as sampler:
         start = time.monotonic()
@@ -272,7 +279,7 @@ def measure_read_images(input_uri: str, count: int) -> dict:
         end = time.monotonic()
     ray.shutdown()
     return {"images": count, "rows_read": rows, "first_row_s": round(first_s, 3) if first_s is not None else None,
-            **_driver_figures(sampler, count, end - start),
+            "driver_rss_before_mib": rss_before, **_driver_figures(sampler, count, end - start),
             "load_avg_1_5_15_at_start": [round(x, 2) for x in load_start],
             "load_avg_1_5_15_at_end": [round(x, 2) for x in os.getloadavg()]}
 
@@ -377,6 +384,8 @@ def main(argv: list[str] | None = None) -> int:
                                   "rows_per_file": args.rows_per_file,
                                   "model": "TorchScript: conv 3→4 stride 8, mean pool, linear 4→10"},
                      "runs": []}
+    counts = "_".join(str(count) for count in args.counts)
+    path = Path(args.results) / f"{run_id}-scale-{args.layout}-n{counts}{'-' + args.label if args.label else ''}.json"
     server = SeaweedServer(workdir=Path(args.workdir) / "seaweedfs")
     try:
         server.start()
@@ -397,6 +406,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"N={count} {stage}: {json.dumps(run[stage])}", flush=True)
             run["ratios"] = run_ratios(run)
             results["runs"].append(run)
+            write_results(results, path)  # after every N: a run stopped later keeps the finished N
         s3 = S3Options(endpoint=server.endpoint, region="us-east-1", access_key=server.access_key,
                        secret_key=server.secret_key)
         runs_root = resolve(f"s3://{BUCKET}/scale-runs/{run_id}", s3)
@@ -404,17 +414,20 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         server.stop()
 
-    results["slopes"] = {stage: slopes(results["runs"], stage) for stage in args.stages}
-    results["targets"] = targets(results["runs"])
-    results["machine"]["load_avg_1_5_15_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    write_results(results, path)
     print(scale_stage_table(results))
-    folder = Path(args.results)
-    folder.mkdir(parents=True, exist_ok=True)
-    counts = "_".join(str(count) for count in args.counts)
-    path = folder / f"{run_id}-scale-{args.layout}-n{counts}{'-' + args.label if args.label else ''}.json"
-    path.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {path}")
     return 0
+
+
+def write_results(results: dict, path: Path) -> None:
+    """The JSON with the derived figures of the N measured so far."""
+    stages = results["settings"]["stages"]
+    results["slopes"] = {stage: slopes(results["runs"], stage) for stage in stages}
+    results["targets"] = targets(results["runs"])
+    results["machine"]["load_avg_1_5_15_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2) + "\n")
 
 
 if __name__ == "__main__":
