@@ -42,6 +42,7 @@ def test_scale_stage_writes_every_figure(tmp_path: Path) -> None:
         # The driver's kernel high-water mark is at least any sample of it; the tree holds the driver.
         assert 0 < stage["driver_peak_rss_mib_sampled"] <= stage["driver_peak_rss_mib"] + 0.1
         assert 0 < stage["driver_rss_before_mib"] <= stage["driver_peak_rss_mib"]
+        assert stage["ray_start_s"] > 0
         assert stage["tree_peak_rss_mib"] >= stage["driver_peak_rss_mib_sampled"] and stage["processes"] > 1
         assert 0 < stage["driver_cpu_s"] <= stage["tree_cpu_s"]
         assert stage["tree_cpu_s_per_1k"] == round(1000 * stage["tree_cpu_s"] / COUNT, 3)
