@@ -40,7 +40,7 @@ def test_scale_stage_writes_every_figure(tmp_path: Path) -> None:
     assert 0 < anchor["first_row_s"] <= anchor["whole_run_s"]
     for stage in (job, anchor):
         # The driver's kernel high-water mark is at least any sample of it; the tree holds the driver.
-        assert 0 < stage["driver_peak_rss_mib_sampled"] <= stage["driver_peak_rss_mib"] + 0.1
+        assert 0 < stage["driver_peak_rss_mib_sampled"] <= stage["driver_peak_rss_mib"]
         assert 0 < stage["driver_rss_before_mib"] <= stage["driver_peak_rss_mib"]
         assert stage["ray_start_s"] > 0
         assert stage["tree_peak_rss_mib"] >= stage["driver_peak_rss_mib_sampled"] and stage["processes"] > 1
