@@ -362,17 +362,20 @@ def run_ratios(run: dict) -> dict:
                                                         anchor["whole_run_images_per_s"])}
 
 
+def _bytes_per_object(a: tuple[int, float], b: tuple[int, float]) -> float:
+    """Slope between two (N, MiB) points, in bytes per object."""
+    return round((b[1] - a[1]) * 2**20 / (b[0] - a[0]), 1)
+
+
 def slopes(runs: list[dict], stage: str) -> dict:
     """Driver peak RSS per object between successive N and from the smallest to the largest N, and the
     driver at 100 M objects if it kept growing at the latter rate."""
     points = sorted((run["count"], run[stage]["driver_peak_rss_mib"]) for run in runs if stage in run)
     if len(points) < 2:
         return {}
-    def per_object(a: tuple[int, float], b: tuple[int, float]) -> float:
-        return round((b[1] - a[1]) * 2**20 / (b[0] - a[0]), 1)
-    overall = per_object(points[0], points[-1])
+    overall = _bytes_per_object(points[0], points[-1])
     last_count, last_mib = points[-1]
-    return {"rss_bytes_per_object_by_step": [{"from": a[0], "to": b[0], "bytes_per_object": per_object(a, b)}
+    return {"rss_bytes_per_object_by_step": [{"from": a[0], "to": b[0], "bytes_per_object": _bytes_per_object(a, b)}
                                              for a, b in zip(points, points[1:])],
             "rss_bytes_per_object": overall,
             "driver_rss_growth_mib": round(last_mib - points[0][1], 1),

@@ -60,3 +60,25 @@ def test_scale_stage_writes_every_figure(tmp_path: Path) -> None:
     report = subprocess.run([sys.executable, "-m", "bench.report", str(result_file)], cwd=REPO,
                             capture_output=True, text=True, check=True).stdout
     assert f"| {COUNT} | " in report and f"| {job['first_output_s']:.1f} |" in report
+
+
+def test_slopes_and_targets_follow_the_driver_figures() -> None:
+    """The derived figures from three N (pure arithmetic on the per-N figures; no Ray, no S3)."""
+    from bench.scale import slopes, targets
+
+    def run(count: int, rss_mib: float, first_s: float, rate: float) -> dict:
+        return {"count": count, "job": {"driver_peak_rss_mib": rss_mib, "first_output_s": first_s,
+                                        "whole_run_images_per_s": rate}}
+
+    runs = [run(100_000, 1000.0, 30.0, 400.0), run(10_000, 990.0, 20.0, 300.0), run(1_000_000, 1090.0, 50.0, 380.0)]
+    job = slopes(runs, "job")
+    mib = 2**20
+    assert job["rss_bytes_per_object_by_step"] == [
+        {"from": 10_000, "to": 100_000, "bytes_per_object": round(10 * mib / 90_000, 1)},
+        {"from": 100_000, "to": 1_000_000, "bytes_per_object": round(90 * mib / 900_000, 1)}]
+    assert job["rss_bytes_per_object"] == round(100 * mib / 990_000, 1) and job["driver_rss_growth_mib"] == 100.0
+    expected_gib = (1090 * mib + job["rss_bytes_per_object"] * 99_000_000) / 2**30
+    assert job["extrapolated_driver_rss_gib_at_100m"] == round(expected_gib, 2)
+    assert slopes(runs, "read_images") == {} and slopes(runs[:1], "job") == {}
+    assert targets(runs) == {"from_n": 10_000, "to_n": 1_000_000, "driver_rss_growth_mib": 100.0,
+                             "first_output_largest_over_smallest": 2.5, "images_per_s_largest_over_previous": 0.95}
