@@ -8,7 +8,7 @@ IMAGE ?= batchinfer:0.1.0
 IMAGE_CPU ?= batchinfer:0.1.0-cpu
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: help venv demo test test-unit test-fast chart-test chart-render bench image image-cpu image-e2e kind-up kind-e2e kind-down lock
+.PHONY: help venv demo test test-unit test-fast chart-test chart-render bench bench-scale image image-cpu image-e2e kind-up kind-e2e kind-down lock
 
 help:
 	@echo "make demo        run the job on the embedded default (local S3 server, local Ray, sample photos)"
@@ -18,6 +18,7 @@ help:
 	@echo "make chart-render  regenerate k8s/rayjob.yaml from the chart's defaults"
 	@echo "make chart-test  helm lint/template + schema checks of the chart and k8s/ manifests"
 	@echo "make bench       benchmark: pipeline vs model-only ceiling vs naive baseline"
+	@echo "make bench-scale scale stage: N tiny objects (SCALE_COUNTS=10000,100000,1000000), job vs read_images"
 	@echo "make image       build the GPU image;  make image-cpu  the CPU (kind) variant"
 	@echo "make image-e2e   build the image and run head/worker/submitter containers against local S3"
 	@echo "make kind-up / kind-e2e / kind-down   local Kubernetes (kind) end to end"
@@ -51,6 +52,10 @@ chart-render: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+SCALE_COUNTS ?= 10000,100000,1000000
+bench-scale: $(STAMP)
+	$(BIN)/python -m bench.scale --counts $(SCALE_COUNTS) $(BENCH_ARGS)
 
 lock: $(STAMP)
 	{ echo "# Pinned stack for batchinfer (pip install -c constraints.txt). Regenerate: make lock"; \

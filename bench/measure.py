@@ -72,8 +72,8 @@ class ProcessSampler:
     (the driver, Ray's GCS/raylet/workers/object store), leaving out processes named in `exclude` and their subtrees
     (the SeaweedFS server): the peak of their summed RSS and PSS, and the CPU seconds they used
     while the sampler ran (a process that ends between two samples loses at most one interval). Keeps
-    the summed PSS of every sample (to show whether memory levels off) and, at the peak, PSS by kind of
-    process."""
+    the summed PSS of every sample (to show whether memory levels off), at the peak, PSS by kind of
+    process, and this process's own (the driver's) peak RSS and CPU seconds apart."""
 
     def __init__(self, exclude: frozenset[str] = frozenset({"weed"}), interval_s: float = 1.0,
                  roots: tuple[int, ...] = ()) -> None:
@@ -82,6 +82,8 @@ class ProcessSampler:
         self.interval_s = interval_s
         self.peak_rss_kib = self.peak_pss_kib = 0
         self.peak_processes = 0
+        self.driver_peak_rss_kib = 0
+        self._own_cpu_s = 0.0
         self.peak_by_title: dict[str, float] = {}
         self.timeline: list[tuple[float, int]] = []  # (seconds since start, summed PSS KiB)
         self._started = time.monotonic()
@@ -98,6 +100,8 @@ class ProcessSampler:
             if _name(pid) in self.exclude:
                 continue
             process_rss, process_pss = _memory_kib(pid)
+            if pid == os.getpid():
+                self.driver_peak_rss_kib = max(self.driver_peak_rss_kib, process_rss)
             rss, pss, count = rss + process_rss, pss + process_pss, count + 1
             title = _title(pid)
             by_title[title] = by_title.get(title, 0) + process_pss
@@ -114,6 +118,7 @@ class ProcessSampler:
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
             self.sample()
+        self._own_cpu_s = time.thread_time()  # this sampling thread's CPU, left out of the driver's
 
     def __enter__(self) -> "ProcessSampler":
         self.sample()
@@ -128,6 +133,11 @@ class ProcessSampler:
     def cpu_s(self) -> float:
         return sum(self._cpu_last[pid] - self._cpu_start[pid] for pid in self._cpu_last)
 
+    def driver_cpu_s(self) -> float:
+        """CPU seconds this process (the driver) used while the sampler ran, less the sampling thread's."""
+        pid = os.getpid()
+        return max(0.0, self._cpu_last.get(pid, 0.0) - self._cpu_start.get(pid, 0.0) - self._own_cpu_s)
+
     def pss_by_quarter(self) -> list[float]:
         """Peak summed PSS (MiB) in each quarter of the sampled time: flat when memory is bounded."""
         end = self.timeline[-1][0] if self.timeline else 0.0
@@ -141,7 +151,8 @@ class ProcessSampler:
         by_title = sorted(self.peak_by_title.items(), key=lambda item: -item[1])
         return {"peak_rss_mib": round(self.peak_rss_kib / 1024, 1),
                 "peak_pss_mib": round(self.peak_pss_kib / 1024, 1), "processes": self.peak_processes,
-                "cpu_s": round(self.cpu_s(), 2), "peak_pss_mib_by_quarter": self.pss_by_quarter(),
+                "cpu_s": round(self.cpu_s(), 2), "driver_peak_rss_mib": round(self.driver_peak_rss_kib / 1024, 1),
+                "driver_cpu_s": round(self.driver_cpu_s(), 2), "peak_pss_mib_by_quarter": self.pss_by_quarter(),
                 "peak_pss_mib_by_process": {title or "?": round(kib / 1024, 1) for title, kib in by_title}}
 
 

@@ -2,6 +2,7 @@
 
     python -m bench.report bench/results/A.json [B.json ...]            # one full table per run
     python -m bench.report --scale bench/results/A.json B.json C.json   # one row per run
+    python -m bench.report bench/results/<id>-scale-flat-n….json         # a bench.scale run: one row per N
 """
 
 from __future__ import annotations
@@ -85,13 +86,65 @@ def scale_table(runs: list[tuple[str, dict]]) -> str:
     return "\n".join(lines)
 
 
+def scale_stage_table(results: dict, source: str = "") -> str:
+    """A `python -m bench.scale` run: job and read_images per N, ratios, RSS slopes, the issue's targets."""
+    m, s = results["machine"], results["settings"]
+    lines = [(f"Run `{source}` — " if source else "") + f"{results['date']}, {m['cpu']}, {m['cores']} cores, "
+             f"{m['memory_gib']} GiB; load average (1/5/15 min) {m['load_avg_1_5_15_at_start']} at start, "
+             f"{m.get('load_avg_1_5_15_at_end')} at end.",
+             f"Command: `{results['command']}` — {s['layout']} keys, {s['size_px']}×{s['size_px']} JPEGs, "
+             f"{s['model']}, rows per staged file {s['rows_per_file']}.", "",
+             "| N | upload s (0: reused) | job: first output row s | job: whole run s | job img/s | "
+             "job driver peak RSS MiB | job CPU-s / 1k img, driver / tree | read_images: first row s | "
+             "read_images whole run s | read_images img/s | read_images driver peak RSS MiB | "
+             "read_images CPU-s / 1k img, driver / tree | first row job / read_images | "
+             "driver RSS job / read_images | load (1 min) at job start |",
+             "|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---|---:|---:|---:|"]
+    for run in sorted(results["runs"], key=lambda run: run["count"]):
+        job, anchor, ratios = run.get("job", {}), run.get("read_images", {}), run.get("ratios", {})
+        upload = run["dataset"]["upload_s"] if run["dataset"]["uploaded"] else 0
+        lines.append(
+            f"| {run['count']:,} | {_fmt(upload)} | {_fmt(job.get('first_output_s'))} | "
+            f"{_fmt(job.get('whole_run_s'))} | {_fmt(job.get('whole_run_images_per_s'))} | "
+            f"{_fmt(job.get('driver_peak_rss_mib'), 0)} | {_fmt(job.get('driver_cpu_s_per_1k'), 2)} / "
+            f"{_fmt(job.get('tree_cpu_s_per_1k'), 2)} | {_fmt(anchor.get('first_row_s'))} | "
+            f"{_fmt(anchor.get('whole_run_s'))} | {_fmt(anchor.get('whole_run_images_per_s'))} | "
+            f"{_fmt(anchor.get('driver_peak_rss_mib'), 0)} | {_fmt(anchor.get('driver_cpu_s_per_1k'), 2)} / "
+            f"{_fmt(anchor.get('tree_cpu_s_per_1k'), 2)} | "
+            f"{_fmt(ratios.get('first_row_job_over_read_images'), 2)} | "
+            f"{_fmt(ratios.get('driver_peak_rss_job_over_read_images'), 2)} | "
+            f"{(job.get('load_avg_1_5_15_at_start') or ['n/a'])[0]} |")
+    slopes = {stage: slope for stage, slope in results.get("slopes", {}).items() if slope}
+    if slopes:
+        lines += ["", "| driver peak RSS | bytes / object, smallest → largest N | by step | growth MiB | "
+                  "extrapolated to 100 M objects GiB |", "|---|---:|---|---:|---:|"]
+        lines += [f"| {stage} | {_fmt(slope['rss_bytes_per_object'])} | "
+                  + ", ".join(f"{step['from']:,} → {step['to']:,}: {_fmt(step['bytes_per_object'])}"
+                              for step in slope["rss_bytes_per_object_by_step"])
+                  + f" | {_fmt(slope['driver_rss_growth_mib'])} | "
+                  f"{_fmt(slope['extrapolated_driver_rss_gib_at_100m'], 2)} |" for stage, slope in slopes.items()]
+    target = results.get("targets")
+    if target:
+        lines += ["", f"Targets of issue #16, N {target['from_n']:,} → {target['to_n']:,}: driver peak RSS grows "
+                  f"{_fmt(target['driver_rss_growth_mib'])} MiB (target ≤ 20); time to first output row "
+                  f"largest / smallest N {_fmt(target['first_output_largest_over_smallest'], 2)} (target ≤ 2); "
+                  f"whole-run images/s largest / previous N "
+                  f"{_fmt(target['images_per_s_largest_over_previous'], 2)} (target ≥ 1)."]
+    return "\n".join(lines)
+
+
+def render(results: dict, source: str) -> str:
+    """One run's table, of whichever harness wrote it."""
+    return scale_stage_table(results, source) if results.get("stage") == "scale" else run_table(results, source)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.report", description=__doc__.split("\n\n")[0])
     parser.add_argument("--scale", action="store_true", help="one row per run (the N series)")
     parser.add_argument("files", nargs="+", type=Path)
     args = parser.parse_args(argv)
     runs = [(str(path), json.loads(path.read_text())) for path in args.files]
-    print(scale_table(runs) if args.scale else "\n\n".join(run_table(r, source) for source, r in runs))
+    print(scale_table(runs) if args.scale else "\n\n".join(render(r, source) for source, r in runs))
     return 0
 
 
