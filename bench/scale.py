@@ -50,12 +50,12 @@ from PIL import Image
 
 from batchinfer.config import JobConfig, S3Options
 from batchinfer.pipeline import connect_ray, run_job
-from batchinfer.seaweed import SeaweedServer
 from batchinfer.sink import Output
 from batchinfer.storage import resolve
 
 from bench.measure import ProcessSampler
 from bench.photos import BUCKET
+from devkit.seaweed import SeaweedServer
 from bench.report import scale_stage_table
 from bench.run import machine
 
@@ -268,7 +268,7 @@ def measure_job(input_uri: str, output_uri: str, model_uri: str, count: int, bat
     load_start, rss_before = os.getloadavg(), _rss_mib()
     with ProcessSampler() as sampler, FirstOutput(output.fs, output.staging_root) as first:
         start = time.monotonic()
-        summary = run_job(config)
+        summary = run_job(config).summary
         end = time.monotonic()
     ray.shutdown()
     timed = "startup_s" in summary and "pipeline_s" in summary  # the job's own split, where it gives one
