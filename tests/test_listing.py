@@ -94,7 +94,7 @@ def test_parquet_manifest_key_column_reaches_the_output(ray_cluster, s3, samples
     manifest = put(s3, "manifests/list.parquet", parquet_bytes(pa.table({"uri": uris, "id": [11, 22, 33]})))
     config = JobConfig(input_uri=manifest, output_uri=f"s3://{BUCKET}/out/manifest/", model="resnet18",
                        weights="none", top_k=2, path_column="uri", key_column="id", s3=s3_options)
-    summary = run_job(config)
+    summary = run_job(config).summary
     prefix = config.output_uri.removeprefix("s3://").rstrip("/")
     table = pq.read_table(prefix, filesystem=s3_filesystem(s3_options))
     assert summary["rows"] == table.num_rows == 3
