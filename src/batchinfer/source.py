@@ -314,10 +314,14 @@ def _list_units(batch: pa.Table, *, scheme: str, bucket: str, options: S3Options
         for keys in unit_keys(unit, lister):
             paths = [f"{bucket}/{key}" for key in keys] if lister else keys
             paths = [path for path in paths if not is_excluded(path, exclude_prefixes)]
-            images = [path for path in paths if is_image(path)]
-            others += len(paths) - len(images)
-            if limit is not None:
-                images = images[:limit - found]
+            images: list[str] = []
+            for path in paths:  # in listing order, up to the limit: non-images passed on the way count
+                if limit is not None and found + len(images) >= limit:
+                    break
+                if is_image(path):
+                    images.append(path)
+                else:
+                    others += 1
             found += len(images)
             if images:
                 yield pa.table({"path": [f"s3://{path}" if lister else path for path in images]})
