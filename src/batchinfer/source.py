@@ -56,6 +56,8 @@ from batchinfer.storage import (Location, _s3_client, check_bucket, explain, rea
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 PAGE_KEYS = 1000          # keys per listing request (the S3 maximum)
 PLAN_UNITS = 64           # listing tasks the planner aims for
+PROBE_KEYS = 100          # a group's first probe: more entries than this and it is worth splitting; later
+                          # probes (jumps to the next prefix) ask for one key, so they cost little
 PLAN_REQUESTS = 200       # the most listing requests the driver spends on planning
 PLAN_DEPTH = 32           # the deepest character position a directory's entries are split at
 LIST_TASK_CPUS = 0.1      # a listing task waits on the store; it must not crowd out decode tasks
@@ -169,7 +171,7 @@ def _children(lister: S3Lister, directory: str, group: str, budget: int
               ) -> tuple[list[str], bool, set[str]] | None:
     """The distinct entry-name prefixes one character longer than `group` among the entries of
     `directory` (skip scan: after each page, jump past the last prefix seen), whether the first page
-    was full, and which of them hold a common prefix. None when the budget ran out first."""
+    (PROBE_KEYS entries) was full, and which of them hold a common prefix. None when the budget ran out first."""
     children: list[str] = []
     holding_prefixes: set[str] = set()
     after: str | None = None
@@ -177,7 +179,8 @@ def _children(lister: S3Lister, directory: str, group: str, budget: int
     while True:
         if lister.requests >= budget:
             return None
-        keys, prefixes, token = lister.page(directory + group, "/", start_after=after)
+        keys, prefixes, token = lister.page(directory + group, "/", start_after=after,
+                                            max_keys=PROBE_KEYS if after is None else 1)
         first_page_full = first_page_full or (after is None and token is not None)
         for key in sorted(keys + prefixes):
             child = key[len(directory):len(directory) + len(group) + 1]
@@ -207,7 +210,7 @@ def _plan_directory(lister: S3Lister, directory: str, units_wanted: int, budget:
         if children == [group.prefix + "/"]:
             group.subdirectory = True
         elif not (full or holding_prefixes):
-            continue  # small: one page holds it
+            continue  # small: one probe holds it
         elif len(children) == 1:
             if children[0] != group.prefix:  # one longer prefix (`img_…`): look one character deeper
                 group.prefix, group.open = children[0], True
@@ -311,10 +314,14 @@ def _list_units(batch: pa.Table, *, scheme: str, bucket: str, options: S3Options
         for keys in unit_keys(unit, lister):
             paths = [f"{bucket}/{key}" for key in keys] if lister else keys
             paths = [path for path in paths if not is_excluded(path, exclude_prefixes)]
-            images = [path for path in paths if is_image(path)]
-            others += len(paths) - len(images)
-            if limit is not None:
-                images = images[:limit - found]
+            images: list[str] = []
+            for path in paths:  # in listing order, up to the limit: non-images passed on the way count
+                if limit is not None and found + len(images) >= limit:
+                    break
+                if is_image(path):
+                    images.append(path)
+                else:
+                    others += 1
             found += len(images)
             if images:
                 yield pa.table({"path": [f"s3://{path}" if lister else path for path in images]})
