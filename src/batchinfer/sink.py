@@ -155,7 +155,6 @@ class CommitPlan:
     """What the commit does: the part files in order, and what is missing (nothing published then)."""
 
     publish: list[Publish]
-    missing: int
     problem: str | None  # why the output cannot be committed; None when complete
 
     @property
@@ -243,7 +242,7 @@ def plan_commit(candidates: list[StagedFile], dropped: dict[str, int], missing: 
         total = sum(entry.rows for entry in publish) + missing
         problem = (f"{missing} of {total} inputs have no result (e.g. {example}); output left "
                    "uncommitted, rerun with --resume")
-    return CommitPlan(publish, missing, problem)
+    return CommitPlan(publish, problem)
 
 
 def drop_rows(table: pa.Table, drops: dict[str, int]) -> pa.Table:
