@@ -34,7 +34,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
@@ -42,7 +41,6 @@ from pathlib import Path
 
 import boto3
 import numpy as np
-import pyarrow.fs as pafs
 import ray
 import torch
 from botocore.config import Config
@@ -53,11 +51,11 @@ from batchinfer.pipeline import connect_ray, run_job
 from batchinfer.sink import Output
 from batchinfer.storage import resolve
 
-from bench.measure import ProcessSampler
+from bench.measure import OutputWatcher, ProcessSampler
 from bench.photos import BUCKET
-from devkit.seaweed import SeaweedServer
 from bench.report import scale_stage_table
 from bench.run import machine
+from devkit.seaweed import SeaweedServer
 
 STAGES = ("job", "read_images")
 LAYOUTS = ("flat", "dirs")
@@ -184,43 +182,6 @@ def upload_model(client) -> str:
     return f"s3://{BUCKET}/{MODEL_KEY}"
 
 
-class FirstOutput:
-    """Polls `folder` (recursively) every `interval_s` until a Parquet file is there; notes when, and its rows."""
-
-    def __init__(self, filesystem: pafs.FileSystem, folder: str, interval_s: float = 0.25) -> None:
-        self.filesystem = filesystem
-        self.folder = folder
-        self.interval_s = interval_s
-        self.seen: tuple[float, int] | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _poll(self) -> None:
-        import pyarrow.parquet as pq
-
-        now = time.monotonic()
-        try:
-            infos = self.filesystem.get_file_info(pafs.FileSelector(self.folder, recursive=True,
-                                                                    allow_not_found=True))
-            staged = next((info.path for info in infos if info.is_file and info.path.endswith(".parquet")), None)
-            if staged:
-                self.seen = (now, pq.ParquetFile(self.filesystem.open_input_file(staged)).metadata.num_rows)
-        except OSError:  # moved away by the commit meanwhile, or the server busy: next poll
-            return
-
-    def _run(self) -> None:
-        while self.seen is None and not self._stop.wait(self.interval_s):
-            self._poll()
-
-    def __enter__(self) -> "FirstOutput":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
 def _rss_mib() -> float:
     """This process's RSS now (the driver before the run: interpreter and imports)."""
     with open("/proc/self/status") as status:
@@ -266,7 +227,7 @@ def measure_job(input_uri: str, output_uri: str, model_uri: str, count: int, bat
     output = Output(resolve(output_uri, s3), s3)
     ray_start_s = start_ray()
     load_start, rss_before = os.getloadavg(), _rss_mib()
-    with ProcessSampler() as sampler, FirstOutput(output.fs, output.staging_root) as first:
+    with ProcessSampler() as sampler, OutputWatcher(output.fs, output.staging_root) as watcher:
         start = time.monotonic()
         summary = run_job(config).summary
         end = time.monotonic()
@@ -274,10 +235,11 @@ def measure_job(input_uri: str, output_uri: str, model_uri: str, count: int, bat
     timed = "startup_s" in summary and "pipeline_s" in summary  # the job's own split, where it gives one
     pipeline_end = start + summary["startup_s"] + summary["pipeline_s"] if timed else end
     # A poll that lists the first file after the pipeline ended saw a file written before that end.
-    seen_at, first_rows = first.seen or (pipeline_end, summary.get("rows"))
+    first = (watcher.batches() or [None])[0]  # (when the first staged file was seen, its rows)
+    seen_at, first_rows = first or (pipeline_end, summary.get("rows"))
     return {"images": count, "rows_committed": summary.get("rows"), "errors": summary.get("errors"),
             "first_output_s": round(min(seen_at, pipeline_end) - start, 3), "first_output_rows": first_rows,
-            "first_output_seen_while_running": first.seen is not None and first.seen[0] <= pipeline_end,
+            "first_output_seen_while_running": first is not None and first[0] <= pipeline_end,
             "job_startup_s": summary.get("startup_s"), "job_pipeline_s": summary.get("pipeline_s"),
             "job_images_per_s": summary.get("images_per_s"), "ray_start_s": ray_start_s,
             "driver_rss_before_mib": rss_before,

@@ -279,9 +279,13 @@ def build_dataset(config: JobConfig, request: ModelRequest, resources: Resources
     settings = inference_settings(config, resources)
     actor_batch = (max(CUDA_ACTOR_BATCH, config.batch_size or 0) if resources.device == "cuda"
                    else config.batch_size or CPU_BATCH_SIZE)
+    if resources.device == "cuda":
+        # A listing task's block holds thousands of paths: split it so decode tasks run in parallel. Not on
+        # CPU: Ray Data runs the split as 1-CPU tasks (not settable), which a CPU node whose cores the
+        # inference actor holds (all but CPU_DECODE_SHARE) can never schedule, so the job would hang.
+        inputs = inputs.repartition(target_num_rows_per_block=DECODE_BATCH)
     dataset = (
         inputs
-        .repartition(target_num_rows_per_block=DECODE_BATCH)  # a listing task's block: thousands of paths
         .map_batches(preprocessor, batch_size=DECODE_BATCH, batch_format="numpy",
                      num_cpus=resources.decode_cpus)
         .map_batches(Predictor, fn_constructor_kwargs={"request": request, "settings": settings},

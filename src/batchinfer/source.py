@@ -533,7 +533,8 @@ def _normalize_manifest(batch: pa.Table, *, head: ManifestHead, exclude_prefixes
                   if key and _truthy(latest, True) and not _truthy(deleted, False)]
         images = [path for path in listed if is_image(path) and not is_excluded(path, exclude_prefixes)]
         if skipped is not None and len(listed) != len(images):
-            ray.get(skipped.report.remote(listed[0], len(listed) - len(images)))  # a batch, named by its first row; acknowledged before the batch moves on
+            # one report per batch, named by its first row; acknowledged before the batch moves on
+            ray.get(skipped.report.remote(listed[0], len(listed) - len(images)))
         return pa.table({"path": pa.array([f"s3://{path}" for path in images], pa.string())})
     values = [str(value).strip() if value is not None else "" for value in batch[head.path_column].to_pylist()]
     if head.key_column:
