@@ -7,6 +7,7 @@ import enum
 import logging
 import math
 import os
+import sys
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -252,7 +253,12 @@ def commit(config: JobConfig, ready: Preflight, execution: Execution, lease: Lea
         lambda: ready.output.commit(execution.record, execution.resumed_inputs, summary,
                                     lambda: lease.confirm(config.storage_timeout_s)),
         f"commit {config.output_uri}", config.storage_timeout_s)
-    write_report(ready.output, summary)
+    try:
+        print(f"batchinfer: report {write_report(ready.output, summary)}")
+    except Exception as exc:  # noqa: BLE001 - the output is committed: a missing page must not fail the run
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        print(f"batchinfer: the report was not written ({reason}); `batchinfer report {config.output_uri}` "
+              "builds it again", file=sys.stderr)
     return summary
 
 
