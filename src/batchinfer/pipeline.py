@@ -273,6 +273,18 @@ def inference_settings(config: JobConfig, resources: Resources) -> InferenceSett
                              threads=resources.threads, compile=config.compile, batch_size=config.batch_size)
 
 
+def split_blocks(dataset: ray.data.Dataset, rows: int) -> ray.data.Dataset:
+    """Blocks of `rows` rows (a listing task's block holds thousands of paths), so decode tasks run in
+    parallel and results reach the writer in small steps, as they are classified.
+
+    Ray Data's streaming repartition runs as tasks of 1 CPU by default, with no public parameter to
+    change it (Ray 2.60); a CPU node whose cores the inference actor holds (all but CPU_DECODE_SHARE)
+    never has one free, and the job would hang. The split only moves rows: it asks for no CPU."""
+    split = dataset.repartition(target_num_rows_per_block=rows)
+    split._logical_plan.dag.ray_remote_args["num_cpus"] = 0  # the StreamingRepartition operator
+    return split
+
+
 def build_dataset(config: JobConfig, request: ModelRequest, resources: Resources,
                   preprocessor: Preprocessor, inputs: ray.data.Dataset) -> ray.data.Dataset:
     """The Ray Data graph: input URIs (source.input_dataset) → batched decode tasks → inference actor pool.
@@ -285,13 +297,8 @@ def build_dataset(config: JobConfig, request: ModelRequest, resources: Resources
     settings = inference_settings(config, resources)
     actor_batch = (max(CUDA_ACTOR_BATCH, config.batch_size or 0) if resources.device == "cuda"
                    else config.batch_size or CPU_BATCH_SIZE)
-    if resources.device == "cuda":
-        # A listing task's block holds thousands of paths: split it so decode tasks run in parallel. Not on
-        # CPU: Ray Data runs the split as 1-CPU tasks (not settable), which a CPU node whose cores the
-        # inference actor holds (all but CPU_DECODE_SHARE) can never schedule, so the job would hang.
-        inputs = inputs.repartition(target_num_rows_per_block=DECODE_BATCH)
     dataset = (
-        inputs
+        split_blocks(inputs, DECODE_BATCH)
         .map_batches(preprocessor, batch_size=DECODE_BATCH, batch_format="numpy",
                      num_cpus=resources.decode_cpus)
         .map_batches(Predictor, fn_constructor_kwargs={"request": request, "settings": settings},
