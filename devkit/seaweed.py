@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -27,6 +28,9 @@ _PORT_FLAGS = (
     "s3.port",
     "s3.port.grpc",
 )
+
+# Free disk the server needs before it will write (weed's -volume.minFreeSpace).
+MIN_FREE_SPACE = "512MiB"
 
 
 def free_ports(count: int) -> list[int]:
@@ -82,12 +86,12 @@ class SeaweedServer:
             "AWS_REGION": "us-east-1",
         }
 
-    def client(self):
+    def client(self, config: Config | None = None):
         """A boto3 S3 client for this server."""
         return boto3.client(
             "s3", endpoint_url=self.endpoint, aws_access_key_id=self.access_key,
             aws_secret_access_key=self.secret_key, region_name="us-east-1",
-            config=Config(retries={"max_attempts": 3, "mode": "standard"}),
+            config=config or Config(retries={"max_attempts": 3, "mode": "standard"}),
         )
 
     def start(self) -> "SeaweedServer":
@@ -111,6 +115,9 @@ class SeaweedServer:
             # count derived from free disk (-volume.max=0) a session-wide server ran out of volumes
             # ("No free volumes left") after a few dozen buckets. Small volumes, a fixed high count.
             "-master.volumeSizeLimitMB=64", "-volume.max=1000",
+            # The default floor is 1 % of the disk (2.5 GB of a 250 GB disk); below it every volume turns
+            # read-only and no bucket can be written ("Not enough data nodes found").
+            f"-volume.minFreeSpace={MIN_FREE_SPACE}",
             "-s3.port.iceberg=0", "-s3.port.lance=0",
             *(f"-{flag}={port}" for flag, port in self.ports.items()),
         ]
@@ -122,22 +129,30 @@ class SeaweedServer:
         return self
 
     def _wait_ready(self) -> None:
+        """Wait until a bucket can be made and written; each probe is bounded, so the wait is too."""
         deadline = time.monotonic() + self.ready_timeout_s
         probe = "batchinfer-ready-probe"
+        client = self.client(Config(connect_timeout=2, read_timeout=5, retries={"max_attempts": 1}))
+        last_error: Exception | None = None
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
                 raise RuntimeError(f"SeaweedFS exited early; see {self.workdir / 'logs' / 'weed.out'}")
             try:
-                client = self.client()
-                client.create_bucket(Bucket=probe)
+                with contextlib.suppress(client.exceptions.BucketAlreadyOwnedByYou):  # an earlier probe's
+                    client.create_bucket(Bucket=probe)
                 client.put_object(Bucket=probe, Key="probe", Body=b"ok")
                 client.delete_object(Bucket=probe, Key="probe")
                 client.delete_bucket(Bucket=probe)
                 return
-            except Exception:  # not ready yet: connection refused, 503 while volumes grow
+            except Exception as error:  # not ready yet: connection refused, 503 while volumes grow
+                last_error = error
                 time.sleep(0.5)
         self.stop()
-        raise RuntimeError(f"SeaweedFS S3 did not become ready in {self.ready_timeout_s:.0f} s")
+        free_gib = shutil.disk_usage(self.workdir).free / 2**30
+        raise RuntimeError(
+            f"SeaweedFS S3 did not become ready in {self.ready_timeout_s:.0f} s (last error: {last_error}; "
+            f"{free_gib:.1f} GiB free under {self.workdir}, it needs {MIN_FREE_SPACE}); "
+            f"see {self.workdir / 'logs' / 'weed.out'}")
 
     def pause(self) -> None:
         """Freeze the server (SIGSTOP): clients see a hung endpoint until resume()."""
