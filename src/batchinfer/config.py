@@ -3,7 +3,8 @@
 Each setting is defined once, here: its field, default and `flag()` metadata (flag name, help, how
 to parse it, choices, group). The CLI (cli.build_parser) and docs/cli.md (python -m tests.cli_doc) are
 generated from them, so a new flag is one field here (plus its range check in `validate()`), the
-regenerated docs/cli.md and, when the chart should set it, a chart value (else `job.extraArgs`).
+regenerated docs/cli.md and, when the chart should set it, a `job.` chart value of the same name (else
+`job.extraArgs`); docs/development.md "Adding a flag" lists the steps.
 """
 
 from __future__ import annotations

@@ -1,12 +1,14 @@
 """Bad values are rejected with a clear message; rendered values mean what they say."""
 from __future__ import annotations
 
+import re
 import shlex
 
 import pytest
+import yaml
 
 from .conftest import VALUES_DIR
-from .render import HelmError, rayjob_of, template, documents
+from .render import CHART_DIR, HelmError, documents, rayjob_of, template
 from .schemas import pod_templates
 
 # (name, --set overrides or values YAML, substrings the error must contain)
@@ -101,7 +103,7 @@ def test_bad_values_rejected(helm_bin, sets, needles):
 
 def test_bad_values_rejected_by_helm_install_too(helm_bin):
     """`helm install --dry-run=client` (no cluster needed) applies the same schema."""
-    from .render import helm, CHART_DIR
+    from .render import helm
     proc = helm("install", "x", str(CHART_DIR), "--dry-run=client", "--set", "job.topK=-3",
                 helm_bin=helm_bin, check=False)
     assert proc.returncode != 0
@@ -133,8 +135,8 @@ def test_defaults(render):
     run_id = rayjob["metadata"]["labels"]["batchinfer.io/run-id"]
     assert shlex.split(spec["entrypoint"]) == [
         "batchinfer", "run", "--input", "s3://batchinfer/images/", "--output", f"s3://batchinfer/predictions/{run_id}/",
-        "--model", "resnet50", "--weights", "default", "--device", "cuda", "--num-workers", "1-1", "--top-k", "5",
-        "--resume"]
+        "--model", "resnet50", "--weights", "default", "--device", "cuda", "--num-workers", "1-1", "--resume",
+        "--top-k", "5"]
 
 
 def test_cpu_fallback_removes_every_gpu_request(render):
@@ -325,3 +327,34 @@ def test_retried_attempts_resume(render):
     assert retried["spec"]["backoffLimit"] == 2 and shlex.split(retried["spec"]["entrypoint"]) == default
     overwrite = shlex.split(rayjob_of(render(None, "job.overwrite=true"))["spec"]["entrypoint"])
     assert "--overwrite" in overwrite and "--resume" not in overwrite
+
+
+CHART_ONLY_JOB_VALUES = {"runId", "outputPerRun", "extraArgs"}
+
+
+def test_every_job_value_is_a_run_flag_the_cli_parses(render, tmp_path):
+    """Each job value becomes the `batchinfer run` flag of the same name in kebab-case with no template
+    line of its own (_helpers.tpl batchinfer.jobArgs), so a new flag needs only a value and its schema.
+    With every value changed, the rendered argv must parse with the CLI's own parser and carry each
+    value into the configuration field its flag defines."""
+    from batchinfer.cli import build_parser
+    from batchinfer.config import JobConfig, flag_fields
+
+    changed = {"input": "s3://in/photos/", "output": "s3://out/preds/", "model": "resnet18",
+               "weights": "s3://models/ckpt.pth", "categories": "s3://models/labels.txt", "batchSize": 64,
+               "device": "cpu", "numWorkers": 3, "numGpusPerWorker": 0.5, "topK": 3,
+               "labelFromPath": "^(\\w+) it's/", "limit": 2000000, "overwrite": True}
+    values = yaml.safe_load((CHART_DIR / "values.yaml").read_text())["job"]
+    assert set(values) - CHART_ONLY_JOB_VALUES == set(changed) | {"resume"}, "a new job value: add it here"
+    values_file = tmp_path / "every-flag.yaml"
+    values_file.write_text(yaml.safe_dump({"image": {"repository": "registry.example.com/ml/batchinfer"},
+                                           "job": {**changed, "outputPerRun": False}}))
+    argv = shlex.split(rayjob_of(render(values_file))["spec"]["entrypoint"])
+    assert argv[:2] == ["batchinfer", "run"]
+    parsed = vars(build_parser().parse_args(argv[1:]))
+    field_of_flag = {spec.name: spec_field.name for spec_field, spec in flag_fields(JobConfig)}
+    for key, value in changed.items():
+        flag = "--" + re.sub(r"(?<!^)(?=[A-Z])", "-", key).lower()
+        assert flag in field_of_flag, f"job.{key}: `batchinfer run` has no {flag}"
+        assert parsed[field_of_flag[flag]] == (value if key != "numWorkers" else (3, 3)), key
+    assert "--resume" not in argv  # resume is dropped when overwrite is set: they contradict each other

@@ -225,25 +225,37 @@ re-quoting it with shlex.join, so quoting once here yields exactly these argv wo
 {{- end }}
 
 {{/*
-The job's argv as a list (before quoting).
+The job's argv as a list (before quoting). Every job value is a `batchinfer run` flag of the same
+name in kebab-case (batchSize -> --batch-size): true adds the flag, false, 0 and "" leave it out, any
+other value is passed after it; so a new flag needs a value in values.yaml (and its schema), not a
+line here. Handled apart: runId, outputPerRun and extraArgs (chart-only), output (per run),
+device (auto -> cuda), numWorkers (0 -> the autoscaling range) and resume (not with overwrite).
 */}}
 {{- define "batchinfer.jobArgs" -}}
 {{- $j := .Values.job }}
 {{- $args := list "batchinfer" "run" "--input" $j.input "--output" (include "batchinfer.output" .) "--model" $j.model "--weights" $j.weights }}
-{{- with $j.categories }}{{ $args = concat $args (list "--categories" .) }}{{ end }}
-{{- if gt (int64 $j.batchSize) 0 }}{{ $args = concat $args (list "--batch-size" (toString (int64 $j.batchSize))) }}{{ end }}
 {{- /* auto -> cuda: GPU groups may still be scaling up when the driver starts, and --device cuda waits
      for them (pending GPU demand the autoscaler acts on) where auto would see 0 GPUs and pick the CPU */}}
 {{- $device := ternary "cpu" (ternary "cuda" $j.device (eq $j.device "auto")) .Values.cpuFallback.enabled }}
 {{- $args = concat $args (list "--device" $device) }}
 {{- if gt (int64 $j.numWorkers) 0 }}{{ $args = concat $args (list "--num-workers" (toString (int64 $j.numWorkers))) }}
 {{- else }}{{ $args = concat $args (list "--num-workers" (printf "1-%s" (include "batchinfer.maxInferenceActors" .))) }}{{ end }}
-{{- if gt (float64 $j.numGpusPerWorker) 0.0 }}{{ $args = concat $args (list "--num-gpus-per-worker" (toString $j.numGpusPerWorker)) }}{{ end }}
-{{- $args = concat $args (list "--top-k" (toString (int64 $j.topK))) }}
-{{- with $j.labelFromPath }}{{ $args = concat $args (list "--label-from-path" .) }}{{ end }}
-{{- if gt (int64 $j.limit) 0 }}{{ $args = concat $args (list "--limit" (toString (int64 $j.limit))) }}{{ end }}
-{{- if and $j.resume (not $j.overwrite) }}{{ $args = append $args "--resume" }}{{ end }}
-{{- if $j.overwrite }}{{ $args = append $args "--overwrite" }}{{ end }}
+{{- $apart := list "runId" "outputPerRun" "extraArgs" "input" "output" "model" "weights" "device" "numWorkers" }}
+{{- if $j.overwrite }}{{ $apart = append $apart "resume" }}{{ end }}
+{{- range $key, $value := $j }}
+{{- if has $key $apart }}{{ continue }}{{ end }}
+{{- $flag := printf "--%s" (kebabcase $key) }}
+{{- if kindIs "bool" $value }}
+{{- if $value }}{{ $args = append $args $flag }}{{ end }}
+{{- else if or (kindIs "float64" $value) (kindIs "int64" $value) (kindIs "int" $value) }}
+{{- if ne (float64 $value) 0.0 }}
+{{- $text := ternary (printf "%d" (int64 $value)) (toString $value) (eq (float64 $value) (floor $value)) }}
+{{- $args = concat $args (list $flag $text) }}
+{{- end }}
+{{- else if $value }}
+{{- $args = concat $args (list $flag (toString $value)) }}
+{{- end }}
+{{- end }}
 {{- range $j.extraArgs }}{{ $args = append $args (toString .) }}{{ end }}
 {{- toJson $args }}
 {{- end }}
