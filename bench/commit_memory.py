@@ -1,8 +1,9 @@
-"""Driver memory of the commit: stage N prediction rows in a local output's staging area (files of
---rows-per-file rows, named as the job's write tasks name them), start a local Ray, commit, and print
-the driver's peak RSS during the commit above its RSS before it (sampled every 10 ms).
+"""Time and driver memory of the commit: stage N prediction rows in a local output's staging area
+(files of --rows-per-file rows, named as the job's write tasks name them), start a local Ray, commit,
+and print the commit's wall time and the driver's peak RSS during it above its RSS before it (sampled
+every 10 ms); the figures and the machine go to bench/results/<time>-commit-n<N>[-<label>].json.
 
-    python bench/commit_memory.py --rows 100000 --workdir /tmp/commit-mem
+    python -m bench.commit_memory --rows 1000000 [--label after]
 
 Runs against whichever batchinfer is importable: this checkout's commit (record + footers) or an older
 one whose `Output.commit(expected, summary, still_owner)` takes the list of every input URI.
@@ -12,10 +13,14 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import json
 import os
 import shutil
+import subprocess
+import sys
 import threading
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pyarrow as pa
@@ -27,8 +32,10 @@ from batchinfer.config import S3Options
 from batchinfer.columns import prediction_schema
 from batchinfer.sink import Output
 from batchinfer.storage import Location
+from bench.run import machine
 
 RUN_ID = "benchrun0001"
+RESULTS = Path(__file__).parent / "results"
 
 
 def rss_bytes() -> int:
@@ -62,7 +69,11 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--rows-per-file", type=int, default=10_000)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/commit-mem"))
+    parser.add_argument("--label", default="", help="appended to the result file's name")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="where the result JSON goes")
     args = parser.parse_args()
+    started = datetime.now(timezone.utc)
+    where = machine()
     shutil.rmtree(args.workdir, ignore_errors=True)
     output = Output(Location(pafs.LocalFileSystem(), str(args.workdir / "out"), "file"), S3Options())
     expected = stage(output, args.rows, args.rows_per_file)
@@ -97,6 +108,19 @@ def main() -> None:
     print(f"commit of {args.rows} staged rows ({'footers + record' if new_api else 'rows read on the driver'}): "
           f"{seconds:.1f} s, driver RSS before {before / 2**20:.0f} MiB, peak during commit "
           f"{peak[0] / 2**20:.0f} MiB (+{(peak[0] - before) / 2**20:.0f} MiB)")
+    name = f"{started:%Y%m%d-%H%M%S}-commit-n{args.rows}{'-' + args.label if args.label else ''}.json"
+    result = {"started": started.isoformat(timespec="seconds"), "machine": where,
+              "command": "python -m bench.commit_memory " + " ".join(sys.argv[1:]),
+              "code": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                     cwd=Path(__file__).parent).stdout.strip(),
+              "rows": args.rows, "rows_per_file": args.rows_per_file,
+              "commit_kind": "footers + record" if new_api else "rows read on the driver",
+              "commit_s": round(seconds, 2), "driver_rss_before_mib": round(before / 2**20, 1),
+              "driver_rss_peak_mib": round(peak[0] / 2**20, 1),
+              "load_avg_1_5_15_at_end": [round(x, 2) for x in os.getloadavg()]}
+    args.results.mkdir(parents=True, exist_ok=True)
+    (args.results / name).write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.results / name}")
     ray.shutdown()
     shutil.rmtree(args.workdir, ignore_errors=True)
 

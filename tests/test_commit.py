@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 import ray
 
+from batchinfer import sink
 from batchinfer.pipeline import connect_ray
 from batchinfer.columns import prediction_schema
 from batchinfer.sink import CommitError, Output, WriteRecord
@@ -67,12 +68,21 @@ def cluster(ray_cluster, s3):
     ray.shutdown()
 
 
+@pytest.fixture(params=[sink.ROWS_PER_BUCKET, 2], ids=["one-bucket", "2-rows-per-bucket"])
+def rows_per_bucket(request, monkeypatch) -> int:
+    """The hash buckets of the commit check: one, or so small that the paths spread over several
+    buckets and the staged files over several scatter tasks."""
+    monkeypatch.setattr(sink, "ROWS_PER_BUCKET", request.param)
+    return request.param
+
+
 def uri(name: str) -> str:
     return f"s3://in/{name}.jpg"
 
 
-def test_duplicates_dropped_cut_short_files_ignored_clean_files_copied(cluster, s3, s3_options) -> None:
-    prefix = "commit-it/dedupe"
+def test_duplicates_dropped_cut_short_files_ignored_clean_files_copied(cluster, s3, s3_options,
+                                                                       rows_per_bucket) -> None:
+    prefix = f"commit-it/dedupe-{rows_per_bucket}"
     earlier = predictions([uri("a"), uri("b"), uri("c")])
     output = stage(s3, s3_options, prefix, {
         f"{EARLIER}/w_000000-0.parquet": earlier,
@@ -105,8 +115,8 @@ def test_short_write_task_commits_nothing(cluster, s3, s3_options) -> None:
     assert not output.is_committed()
 
 
-def test_resumed_run_drops_foreign_rows_and_finds_missing_inputs(cluster, s3, s3_options) -> None:
-    prefix = "commit-it/resumed"
+def test_resumed_run_drops_foreign_rows_and_finds_missing_inputs(cluster, s3, s3_options, rows_per_bucket) -> None:
+    prefix = f"commit-it/resumed-{rows_per_bucket}"
     files = {f"{EARLIER}/w_000000-0.parquet": predictions([uri("a"), uri("gone")]),
              f"{RUN}/w_000000-0.parquet": predictions([uri("b")])}
     output = stage(s3, s3_options, prefix, files)

@@ -11,8 +11,8 @@ The commit never holds all paths, or all rows, on the driver:
    few column totals (ok, errors per kind, correct): one small record per file comes back.
 2. This run's own record of what it staged (rows per Ray Data write task, `WriteRecord`) is checked
    against those footers: a write task whose rows are not all there is a missing result.
-3. The staged `path` columns (and, on a resumed run, the input paths) are hash-bucketed and each bucket
-   is checked by one task (`find_row_problems`): duplicates (one row kept per path: the one in the
+3. The staged `path` columns (and, on a resumed run, the input paths) are hash-bucketed by Ray tasks
+   (one per group of files or block of inputs) and each bucket is checked by one task (`find_row_problems`): duplicates (one row kept per path: the one in the
    first file by name), foreign rows (not an input of a resumed run), inputs without a result.
    Only counts per file and a few examples come back.
 4. `plan_commit` (pure) decides each file's fate: copy (server-side), rewrite without its dropped rows
@@ -29,6 +29,7 @@ import re
 import zlib
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import timezone
 from typing import TYPE_CHECKING
@@ -54,6 +55,11 @@ JOB = "job.json"          # in the staging area: which job the staged results be
 _PART = re.compile(r"part-\d{5}\.parquet$")
 _STAGED_TASK = re.compile(r"_(\d{6})-\d+\.parquet$")  # a staged file's write task (StagingFilenames)
 ROWS_PER_BUCKET = 500_000  # commit checks: staged paths per hash bucket (one task holds one bucket)
+# Commit tasks (footers, bucket checks, rewrites): a quarter CPU each, so at most four per CPU hold a
+# bucket's paths at once, and a few worker processes serve them all.
+CHECK_TASK = {"num_cpus": 0.25}
+FILES_PER_TASK = 256  # staged files whose footers one task reads
+IO_THREADS = 16       # concurrent storage requests of one footer task, and of the commit's copies
 SHUFFLE_ARGS = {"num_cpus": 0}  # join/groupby aggregators: no CPU asked, so they never wait behind inference
 
 
@@ -300,6 +306,12 @@ def read_footer(filesystem: pafs.FileSystem, path: str, staging_root: str) -> St
     return StagedFile(path, run_id, written_at, totals)
 
 
+def read_footers(filesystem: pafs.FileSystem, paths: list[str], staging_root: str) -> list[StagedFile]:
+    """`read_footer` of each path, IO_THREADS at a time."""
+    with ThreadPoolExecutor(IO_THREADS) as pool:
+        return list(pool.map(lambda path: read_footer(filesystem, path, staging_root), paths))
+
+
 class Output:
     """The output prefix: its state, its staging area and its commit."""
 
@@ -348,14 +360,15 @@ class Output:
             pass
 
     def inspect_staged(self) -> list[StagedFile]:
-        """Every staged file's footer facts, read by Ray tasks (one small record per file comes back)."""
+        """Every staged file's footer facts, read by Ray tasks (FILES_PER_TASK files each, several at a
+        time): one small record per file comes back."""
         import ray
 
         paths = self.staged_files()
-        if not paths:
-            return []
-        inspect = ray.remote(num_cpus=0)(read_footer)
-        return ray.get([inspect.remote(self.fs, path, self.staging_root) for path in paths])
+        inspect = ray.remote(**CHECK_TASK)(read_footers)
+        chunks = [paths[start:start + FILES_PER_TASK] for start in range(0, len(paths), FILES_PER_TASK)]
+        return [file for facts in ray.get([inspect.remote(self.fs, chunk, self.staging_root) for chunk in chunks])
+                for file in facts]
 
     def read_paths(self, files: list[str]) -> "ray.data.Dataset":
         """The `path` column of the given staged files, as a Ray dataset (never on the driver)."""
@@ -363,26 +376,28 @@ class Output:
 
         return ray.data.read_parquet(files, filesystem=self.fs, columns=[col.PATH])
 
-    def find_problems(self, candidates: list[StagedFile], inputs: "ray.data.Dataset | None") -> "ray.data.Dataset":
-        """Duplicates, foreign rows and missing inputs (`find_row_problems`) over the candidates' rows
-        (and the inputs, when given), checked in hash buckets of about ROWS_PER_BUCKET rows, one task each."""
+    def find_problems(self, candidates: list[StagedFile], inputs: "ray.data.Dataset | None") -> "BucketChecks":
+        """Duplicates, foreign rows and missing inputs (`find_row_problems`) over the candidates' rows (and
+        the inputs, when given), checked in hash buckets of about ROWS_PER_BUCKET paths: plain Ray tasks
+        scatter each group of staged files (each block of inputs) into the buckets, one task per bucket
+        checks it (a Ray Data groupby did the same many times slower: docs/benchmarks.md, "Commit")."""
         import ray
 
         rows = sum(file.totals.rows for file in candidates)
         buckets = max(1, math.ceil(rows / ROWS_PER_BUCKET))
-        parts = []
-        if candidates:
-            parts.append(ray.data.from_items([{"file": file.path} for file in candidates]).map_batches(
-                _path_rows, fn_kwargs={"filesystem": self.fs}, batch_size=1, batch_format="pyarrow", num_cpus=0.25))
+        scatter = ray.remote(**CHECK_TASK)(_scatter).options(num_returns=buckets)
+        scattered = []
+        for group in _file_groups(candidates, ROWS_PER_BUCKET):
+            scattered.append(scatter.remote(None, group, self.fs, buckets))
         if inputs is not None:
-            parts.append(inputs.select_columns([col.PATH]).map_batches(_input_rows, batch_format="pyarrow",
-                                                                    num_cpus=0.25))
-        staged = parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
-        return (staged.map_batches(_with_bucket, fn_kwargs={"buckets": buckets}, batch_format="pyarrow",
-                                   num_cpus=0.25)
-                .groupby("bucket", num_partitions=buckets).map_groups(_bucket_problems, fn_kwargs={"with_inputs": inputs is not None},
-                                              batch_format="pyarrow", num_cpus=0.25)
-                .materialize())
+            for block in inputs.select_columns([col.PATH]).to_arrow_refs():
+                scattered.append(scatter.remote(block, [], None, buckets))
+        by_bucket = [refs if buckets > 1 else [refs] for refs in scattered]
+        check = ray.remote(**CHECK_TASK)(_check_bucket).options(num_returns=2)
+        outcomes = [check.remote(inputs is not None, *[refs[bucket] for refs in by_bucket])
+                    for bucket in range(buckets)]
+        return BucketChecks(summaries=ray.get([summary for summary, _ in outcomes]),
+                            problems=[problems for _, problems in outcomes])
 
     def commit(self, record: WriteRecord | None, inputs: "ray.data.Dataset | None", summary: dict,
                still_owner: Callable[[], None]) -> dict:
@@ -395,17 +410,13 @@ class Output:
         before `_SUCCESS`."""
         files = self.inspect_staged()
         candidates, short, example = commit_candidates(files, record)
-        problems = self.find_problems(candidates, inputs) if candidates or inputs is not None else None
-        partitions = max(1, math.ceil(sum(file.totals.rows for file in candidates) / ROWS_PER_BUCKET))
-        dropped, missing = {}, short
-        if problems is not None:
-            for row in problems.groupby(["kind", "file"], num_partitions=partitions).sum("rows").take_all():
-                if row["kind"] == "missing":
-                    missing += row["sum(rows)"]
-                else:
-                    dropped[row["file"]] = dropped.get(row["file"], 0) + row["sum(rows)"]
-            if missing > short and not example:
-                example = _of_kind(problems, ["missing"]).take(1)[0][col.PATH]
+        checks = self.find_problems(candidates, inputs) if candidates or inputs is not None else BucketChecks()
+        dropped: Counter = Counter()
+        missing = short
+        for bucket in checks.summaries:
+            dropped.update(bucket["dropped"])
+            missing += bucket["missing"]
+            example = example or bucket["example"]
         plan = plan_commit(candidates, dropped, missing, example, record)
         if plan.problem:
             raise CommitError(plan.problem)
@@ -413,7 +424,7 @@ class Output:
         still_owner()
         self.clear(staging=False)
         facts = {file.path: file for file in files}
-        totals = self._publish(plan, problems, facts)
+        totals = self._publish(plan, checks.problems, facts)
         summary = {**summary, **totals_summary(list(totals.values())), "resumed_rows": plan.resumed_rows,
                    "files": [{"name": entry.part, "rows": entry.rows, "written_at": facts[entry.staged].written_at}
                              for entry in plan.publish]}
@@ -423,65 +434,95 @@ class Output:
         self.remove_staging()
         return summary
 
-    def _publish(self, plan: CommitPlan, problems: "ray.data.Dataset | None",
+    def _publish(self, plan: CommitPlan, problems: "list[ray.ObjectRef]",
                  facts: dict[str, StagedFile]) -> dict[str, FileTotals]:
         """Copy (server-side) or rewrite (Ray tasks) each planned part file; return each one's totals."""
+        import ray
+
         totals: dict[str, FileTotals] = {}
-        rewrites = {entry.staged: self.location.join(entry.part) for entry in plan.publish if entry.action == "rewrite"}
+        rewrite = ray.remote(**CHECK_TASK)(_rewrite)
+        rewrites = {}
+        copies = []
         for entry in plan.publish:
             if entry.action == "copy":
-                self.fs.copy_file(entry.staged, self.location.join(entry.part))
+                copies.append((entry.staged, self.location.join(entry.part)))
                 totals[entry.staged] = facts[entry.staged].totals
-        if rewrites:
-            dropped = _of_kind(problems, ["duplicate", "foreign"], files=sorted(rewrites))
-            for row in dropped.groupby("file", num_partitions=len(rewrites)).map_groups(
-                    _rewrite, fn_kwargs={"filesystem": self.fs, "destinations": rewrites},
-                    batch_format="pyarrow", num_cpus=0.25).take_all():
-                totals[row["file"]] = FileTotals(**json.loads(row["totals"]))
+            else:
+                rewrites[entry.staged] = rewrite.remote(entry.staged, self.location.join(entry.part), self.fs,
+                                                        *problems)
+        with ThreadPoolExecutor(IO_THREADS) as pool:  # server-side copies: no data passes through here
+            list(pool.map(lambda copy: self.fs.copy_file(*copy), copies))
+        totals.update(zip(rewrites, ray.get(list(rewrites.values()))))
         return totals
 
 
-def _of_kind(problems: "ray.data.Dataset", kinds: list[str], files: list[str] | None = None) -> "ray.data.Dataset":
-    """The problem rows of the given kinds (and files)."""
-    def select(batch: pa.Table) -> pa.Table:
-        keep = pc.is_in(batch["kind"], pa.array(kinds))
-        if files is not None:
-            keep = pc.and_(keep, pc.is_in(batch["file"], pa.array(files)))
-        return batch.filter(keep)
+@dataclass
+class BucketChecks:
+    """What the bucket checks found: per bucket a small summary (`dropped` rows per file, `missing`
+    inputs and an `example` of one) on the driver, and its problem rows (PROBLEMS_SCHEMA) left in the
+    object store for the rewrites."""
 
-    return problems.map_batches(select, batch_format="pyarrow", num_cpus=0.25)
+    summaries: list[dict] = field(default_factory=list)
+    problems: "list[ray.ObjectRef]" = field(default_factory=list)
 
 
-def _path_rows(batch: pa.Table, filesystem: pafs.FileSystem) -> pa.Table:
-    """(path, file) for every row of the staged files named in `batch`."""
+
+
+_NO_ROWS = pa.table({col.PATH: pa.array([], pa.string()), "file": pa.array([], pa.string())})
+
+
+def _file_groups(files: list[StagedFile], rows: int) -> list[list[str]]:
+    """The files' paths in groups of about `rows` rows (one scatter task each)."""
+    groups: list[list[str]] = [[]]
+    count = 0
+    for file in files:
+        if groups[-1] and count + file.totals.rows > rows:
+            groups.append([])
+            count = 0
+        groups[-1].append(file.path)
+        count += file.totals.rows
+    return [group for group in groups if group]
+
+
+def _scatter(inputs: pa.Table | None, files: list[str], filesystem: pafs.FileSystem | None,
+             buckets: int) -> tuple[pa.Table, ...] | pa.Table:
+    """(path, file) rows, split by `bucket_of(path)`: every row of the staged `files`, or every input
+    of an `inputs` block (file "")."""
     tables = []
-    for name in batch["file"].to_pylist():
-        paths = pq.read_table(name, columns=[col.PATH], filesystem=filesystem)[col.PATH]
-        tables.append(pa.table({col.PATH: paths.cast(pa.string()), "file": pa.array([name] * len(paths), pa.string())}))
-    return pa.concat_tables(tables)
+    for name in files:
+        paths = pq.read_table(name, columns=[col.PATH], filesystem=filesystem)[col.PATH].cast(pa.string())
+        tables.append(pa.table({col.PATH: paths, "file": pa.array([name] * len(paths), pa.string())}))
+    if inputs is not None:
+        tables.append(pa.table({col.PATH: inputs[col.PATH].cast(pa.string()),
+                                "file": pa.array([""] * inputs.num_rows, pa.string())}))
+    rows = pa.concat_tables(tables) if tables else _NO_ROWS
+    if buckets == 1:
+        return rows
+    bucket = bucket_of(rows[col.PATH], buckets)
+    return tuple(rows.filter(pc.equal(bucket, index)) for index in range(buckets))
 
 
-def _input_rows(batch: pa.Table) -> pa.Table:
-    return pa.table({col.PATH: batch[col.PATH].cast(pa.string()), "file": pa.array([""] * batch.num_rows, pa.string())})
+def _check_bucket(with_inputs: bool, *parts: pa.Table) -> tuple[dict, pa.Table]:
+    """`find_row_problems` over one bucket: a small summary for the driver and the problem rows."""
+    problems = find_row_problems(pa.concat_tables(parts) if parts else _NO_ROWS, with_inputs)
+    missing = problems.filter(pc.equal(problems["kind"], "missing"))
+    dropping = problems.filter(pc.not_equal(problems["kind"], "missing"))
+    dropped = {row["file"]: row["rows_sum"] for row in
+               dropping.group_by("file").aggregate([("rows", "sum")]).to_pylist()}
+    return ({"dropped": dropped, "missing": missing.num_rows,
+             "example": missing[col.PATH][0].as_py() if missing.num_rows else ""}, dropping)
 
 
-def _with_bucket(batch: pa.Table, buckets: int) -> pa.Table:
-    return batch.append_column("bucket", bucket_of(batch[col.PATH], buckets))
-
-
-def _bucket_problems(batch: pa.Table, with_inputs: bool) -> pa.Table:
-    return find_row_problems(batch.select([col.PATH, "file"]), with_inputs)
-
-
-def _rewrite(batch: pa.Table, filesystem: pafs.FileSystem, destinations: dict[str, str]) -> pa.Table:
+def _rewrite(staged: str, destination: str, filesystem: pafs.FileSystem, *problems: pa.Table) -> FileTotals:
     """Write one staged file's part file without its dropped rows; return its totals."""
-    staged = batch["file"][0].as_py()
     drops: Counter = Counter()
-    for path, rows in zip(batch[col.PATH].to_pylist(), batch["rows"].to_pylist()):
-        drops[path] += rows
+    for table in problems:
+        mine = table.filter(pc.equal(table["file"], staged))
+        for path, rows in zip(mine[col.PATH].to_pylist(), mine["rows"].to_pylist()):
+            drops[path] += rows
     table = drop_rows(pq.read_table(staged, filesystem=filesystem), drops)
-    pq.write_table(table, destinations[staged], filesystem=filesystem)
-    return pa.table({"file": [staged], "totals": [json.dumps(asdict(FileTotals.of(table)))]})
+    pq.write_table(table, destination, filesystem=filesystem)
+    return FileTotals.of(table)
 
 
 def _read_json(output: Output, path: str) -> dict | None:
