@@ -16,7 +16,7 @@ import pytest
 
 from batchinfer.config import JobConfig
 from batchinfer.pipeline import connect_ray, run_job
-from batchinfer.source import SkippedCounter, count_skipped, input_dataset, plan_units
+from batchinfer.source import count_skipped, input_dataset, plan_units, skipped_counter
 from batchinfer.storage import resolve, s3_filesystem
 from tests.support import run_cli
 
@@ -58,7 +58,7 @@ def test_nested_and_flat_prefixes_are_listed_exactly_once(ray_cluster, bucket, s
     flat_ranges = [unit for unit in units if unit.directory == "in/flat/" and unit.kind == "range"]
     assert len(flat_ranges) >= 3, units  # the flat prefix is split into key ranges (StartAfter)
     assert len({unit.directory for unit in units}) >= 2, units  # and the plan descends into prefixes
-    skipped = SkippedCounter.remote()
+    skipped = skipped_counter()
     paths = listed_paths(config, skipped)
     assert len(paths) == len(set(paths)) and sorted(paths) == images(bucket)
     assert count_skipped(skipped) == sum(key.endswith(".txt") for key in bucket)
@@ -68,7 +68,7 @@ def test_limit_ends_the_listing_early(ray_cluster, bucket, s3_options) -> None:
     """With --limit 5 every listing task stops at 5 images, and Ray Data's limit stops the tasks: the
     non-images passed on the way (counted per unit, never collected) are a small share of the input's."""
     config = JobConfig(input_uri=f"s3://{BUCKET}/in/", output_uri=f"s3://{BUCKET}/out/", limit=5, s3=s3_options)
-    skipped = SkippedCounter.remote()
+    skipped = skipped_counter()
     paths = listed_paths(config, skipped)
     assert len(paths) == 5 and set(paths) <= set(images(bucket))
     non_images = sum(key.endswith(".txt") for key in bucket)
@@ -128,7 +128,7 @@ def test_s3_inventory_reports_csv_and_parquet(ray_cluster, s3, bucket, s3_option
                     "fileFormat": file_format, "fileSchema": schema,
                     "files": [{"key": data_key, "size": 1, "MD5checksum": "0"}]}
         uri = put(s3, f"inventory/{file_format}/manifest.json", json.dumps(manifest).encode())
-        skipped = SkippedCounter.remote()
+        skipped = skipped_counter()
         paths = listed_paths(JobConfig(input_uri=uri, output_uri="s3://x/y/", s3=s3_options), skipped)
         assert sorted(paths) == expected, file_format
         assert count_skipped(skipped) == len(keys) - len(expected)

@@ -21,11 +21,12 @@ from batchinfer.predictor import CPU_BATCH_SIZE, CUDA_ACTOR_BATCH, InferenceSett
 from batchinfer.preprocess import Preprocessor
 from batchinfer.report import write_report
 from batchinfer.sink import JobIdentity, Output, WriteRecord, check_output, exclude_finished, prepare_output
-from batchinfer.source import SkippedCounter, check_input, count_skipped, input_dataset
+from batchinfer.source import check_input, count_skipped, input_dataset, skipped_counter
 from batchinfer.staging import StagingDatasink
 from batchinfer.storage import Location, check_bucket, resolve, retry_storage
 
 DECODE_BATCH = 64         # images per decode task batch (one object-store block each)
+SPLIT_TASKS = 2           # split_blocks tasks at once: each cuts one listing block, in milliseconds
 CPU_DECODE_SHARE = 0.5    # CPUs left beside a CPU inference actor: room for one decode task, never two
 CPU_DECODE_TASK = 0.3     # CPUs per decode task beside a CPU actor
 CPU_WRITE_TASK = 0.0      # a Parquet write of one block is light: asking for none keeps Ray Data's CPU budget
@@ -215,7 +216,7 @@ def execute(config: JobConfig, ready: Preflight, run_id: str) -> Execution:
     """Classify the inputs without a staged result into this run's staging area. On --resume the
     inputs are materialized in Ray's object store (the commit checks them too) and finished ones are
     excluded with a distributed anti-join."""
-    skipped = SkippedCounter.remote()  # non-images the listing tasks pass over
+    skipped = skipped_counter()  # non-images the listing tasks pass over
     inputs, resumed_inputs = input_dataset(config, ready.source, ready.exclude, skipped), None
     if config.resume:
         resumed_inputs = inputs.materialize()
@@ -279,9 +280,12 @@ def split_blocks(dataset: ray.data.Dataset, rows: int) -> ray.data.Dataset:
 
     Ray Data's streaming repartition runs as tasks of 1 CPU by default, with no public parameter to
     change it (Ray 2.60); a CPU node whose cores the inference actor holds (all but CPU_DECODE_SHARE)
-    never has one free, and the job would hang. The split only moves rows: it asks for no CPU."""
+    never has one free, and the job would hang. The split only moves rows: it asks for no CPU, and at
+    most SPLIT_TASKS run at once (a 0-CPU task has no other bound: each one running is a worker process)."""
     split = dataset.repartition(target_num_rows_per_block=rows)
-    split._logical_plan.dag.ray_remote_args["num_cpus"] = 0  # the StreamingRepartition operator
+    operator = split._logical_plan.dag  # the StreamingRepartition operator, a frozen dataclass
+    operator.ray_remote_args["num_cpus"] = 0
+    object.__setattr__(operator, "compute", ray.data.TaskPoolStrategy(size=SPLIT_TASKS))
     return split
 
 

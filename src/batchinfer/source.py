@@ -48,6 +48,7 @@ import pyarrow.csv as pacsv
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from batchinfer.config import JobConfig, S3Options, UserError
 from batchinfer.storage import (Location, _s3_client, check_bucket, explain, read_bytes, retry_storage,
@@ -61,6 +62,8 @@ PROBE_KEYS = 100          # a group's first probe: more entries than this and it
 PLAN_REQUESTS = 200       # the most listing requests the driver spends on planning
 PLAN_DEPTH = 32           # the deepest character position a directory's entries are split at
 LIST_TASK_CPUS = 0.1      # a listing task waits on the store; it must not crowd out decode tasks
+LIST_TASKS_AT_ONCE = 4    # listing tasks running at once (each a worker process): ~10k keys/s each on S3,
+                          # far ahead of inference; unbounded, 0.1-CPU tasks filled a node with processes
 AFTER_ALL = "\U0010ffff"  # sorts after every character: `p + AFTER_ALL` is after every key starting with p
 MANIFEST_SUFFIXES = (".parquet", ".csv", ".txt", "manifest.json")
 OUTPUT_KEY_COLUMN = "key"
@@ -303,6 +306,13 @@ class SkippedCounter:
         return sum(self.by_unit.values())
 
 
+def skipped_counter() -> "ray.actor.ActorHandle":
+    """A SkippedCounter on the driver's own node: a worker node lost mid-run (a pod gone) must not take
+    the count, and the job, with it."""
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    return SkippedCounter.options(scheduling_strategy=here).remote()
+
+
 def _list_units(batch: pa.Table, *, scheme: str, bucket: str, options: S3Options, storage_timeout_s: float,
                 exclude_prefixes: list[str], limit: int | None, skipped: "ray.actor.ActorHandle | None"
                 ) -> Iterator[pa.Table]:
@@ -401,7 +411,8 @@ def input_dataset(config: JobConfig, source: Location, exclude_prefixes: list[st
                          storage_timeout_s=config.storage_timeout_s, exclude_prefixes=exclude_prefixes,
                          limit=config.limit, skipped=skipped)
         dataset = ray.data.from_items(rows, override_num_blocks=max(1, len(rows))).map_batches(
-            lister, batch_size=1, batch_format="pyarrow", num_cpus=LIST_TASK_CPUS)
+            lister, batch_size=1, batch_format="pyarrow", num_cpus=LIST_TASK_CPUS,
+            compute=ray.data.TaskPoolStrategy(size=min(len(rows), LIST_TASKS_AT_ONCE)))
     return dataset.limit(config.limit) if config.limit else dataset
 
 

@@ -39,5 +39,7 @@ def no_servers(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) 
             raise StartsServer(f"a unit test started `{name}`: move it out of tests/unit")
         popen_init(self, args, *rest, **kwargs)
 
+    if ray.is_initialized():  # left connected by an integration test that ran before, in the same process
+        ray.shutdown()
     monkeypatch.setattr(ray, "init", refuse_ray_init)
     monkeypatch.setattr(subprocess.Popen, "__init__", guarded_popen)
