@@ -30,6 +30,7 @@ import ray
 
 from batchinfer.config import S3Options
 from batchinfer.columns import prediction_schema
+from batchinfer import sink
 from batchinfer.sink import Output
 from batchinfer.storage import Location
 from bench.run import machine
@@ -112,7 +113,7 @@ def main() -> None:
     result = {"started": started.isoformat(timespec="seconds"), "machine": where,
               "command": "python -m bench.commit_memory " + " ".join(sys.argv[1:]),
               "code": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                     cwd=Path(__file__).parent).stdout.strip(),
+                                     cwd=Path(sink.__file__).parent).stdout.strip(),  # the commit measured
               "rows": args.rows, "rows_per_file": args.rows_per_file,
               "commit_kind": "footers + record" if new_api else "rows read on the driver",
               "commit_s": round(seconds, 2), "driver_rss_before_mib": round(before / 2**20, 1),
