@@ -383,12 +383,11 @@ class Output:
         checks it (a Ray Data groupby did the same many times slower: docs/benchmarks.md, "Commit")."""
         import ray
 
-        rows = sum(file.totals.rows for file in candidates)
+        rows = sum(file.totals.rows for file in candidates) + (inputs.count() if inputs is not None else 0)
         buckets = max(1, math.ceil(rows / ROWS_PER_BUCKET))
         scatter = ray.remote(**CHECK_TASK)(_scatter).options(num_returns=buckets)
-        scattered = []
-        for group in _file_groups(candidates, ROWS_PER_BUCKET):
-            scattered.append(scatter.remote(None, group, self.fs, buckets))
+        scattered = [scatter.remote(None, group, self.fs, buckets)
+                     for group in _file_groups(candidates, ROWS_PER_BUCKET)]
         if inputs is not None:
             for block in inputs.select_columns([col.PATH]).to_arrow_refs():
                 scattered.append(scatter.remote(block, [], None, buckets))
