@@ -33,7 +33,10 @@ def test_scale_stage_writes_every_figure(tmp_path: Path) -> None:
 
     job = run["job"]
     assert job["images"] == job["rows_committed"] == COUNT and job["errors"] == 0
-    assert 0 < job["first_output_s"] <= job["whole_run_s"] and 0 < job["first_output_rows"] <= 20
+    # A staged file holds at most --rows-per-file rows; when no poll saw one before the commit removed
+    # the staging area (a loaded machine), the harness counts the whole output at the pipeline's end.
+    first_rows_at_most = 20 if job["first_output_seen_while_running"] else COUNT
+    assert 0 < job["first_output_s"] <= job["whole_run_s"] and 0 < job["first_output_rows"] <= first_rows_at_most
     assert job["whole_run_images_per_s"] == round(COUNT / job["whole_run_s"], 2)
     anchor = run["read_images"]
     assert anchor["images"] == anchor["rows_read"] == COUNT
