@@ -16,6 +16,7 @@ import json
 import os
 import platform
 import resource
+import subprocess
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -27,6 +28,7 @@ from PIL import Image
 
 from batchinfer.config import S3Options
 from batchinfer.models import imagenet_categories
+from batchinfer import report
 from batchinfer.report import THUMBNAILS, write_report
 from batchinfer.columns import prediction_schema
 from batchinfer.sink import META_SUFFIX, SUCCESS, SUMMARY, Output
@@ -35,6 +37,7 @@ from batchinfer.storage import resolve
 RESULTS = Path(__file__).parent / "results"
 ROWS_PER_FILE = 10_000
 ERROR_SHARE = 0.004
+ERROR_KINDS = ["truncated", "truncated", "not_an_image", "too_large"]  # the job's error_kind of each of ERRORS
 ERRORS = ["OSError: Truncated File Read", "OSError: image file is truncated ({} bytes not processed)",
           "UnidentifiedImageError: cannot identify image file <_io.BytesIO object at 0x{:x}>",
           "DecompressionBombError: Image size ({} pixels) exceeds limit of 178956970 pixels"]
@@ -68,6 +71,7 @@ def synthetic_output(directory: Path, rows: int, seed: int = 0) -> dict:
         "topk_scores": pa.ListArray.from_arrays(offsets, pa.array(topk_scores.astype(np.float32).ravel()), mask=mask),
         "model": pa.array(np.full(rows, "resnet50", dtype=object), pa.string()),
         "error": pa.array(error, pa.string()),
+        "error_kind": pa.array(np.array(ERROR_KINDS, dtype=object)[kinds], pa.string(), mask=~failed),
         "true_label": pa.array(names[true_index], pa.string()),
         "correct": pa.array(right, pa.bool_(), mask=failed),
     }, schema=prediction_schema(with_truth=True))
@@ -134,9 +138,11 @@ def main(argv: list[str] | None = None) -> int:
                "peak_rss_before_mib": rss_before_mib, "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024), "report_kib": round(size / 1024, 1), "report": where,
                "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                            "load_avg_1_5_15_at_start": [round(x, 2) for x in load]},
-               "command": f"python -m bench.report_html --rows {args.rows}"}
+               "command": f"python -m bench.report_html --rows {args.rows}",
+               "code": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                      cwd=Path(report.__file__).parent).stdout.strip()}  # the report measured
     RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-report-n{args.rows}.json"
+    out = RESULTS / f"{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-report-n{args.rows}-{results['code']}.json"
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"report over {args.rows:,} rows ({len(summary['files'])} files, {parquet_mib:.0f} MiB): "
           f"{seconds:.2f} s wall, {cpu_s:.2f} s CPU, peak RSS {rss_before_mib} → {results['peak_rss_mib']} MiB, {size / 1024:.0f} KiB → {where}\nresults: {out}")

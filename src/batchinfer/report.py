@@ -12,6 +12,7 @@ import html
 import io
 import json
 import os
+from collections import Counter
 from datetime import datetime
 from urllib.parse import urlparse
 
@@ -31,6 +32,7 @@ from batchinfer.storage import StorageUnavailable, read_bytes, read_many, resolv
 
 LOW_CONFIDENCE = 0.5    # a prediction whose top-1 probability is below this counts as low-confidence
 SCORE_BINS = 20         # confidence histogram: bins of 0.05
+MEDIAN_BINS = 1 << 16   # finer bins that locate the median's rank before a second scan reads it exactly
 TOP_CLASSES = 15
 TOP_ERROR_KINDS = 10
 ERROR_EXAMPLES = 3      # example paths per error kind
@@ -98,23 +100,60 @@ def _counts(table: pa.Table, keys: list[str], limit: int) -> list[dict]:
         .slice(0, limit).to_pylist()
 
 
+def _most(counts: Counter, keys: list[str], limit: int) -> list[dict]:
+    """`_counts`' rows from a Counter of key tuples: most frequent first, ties by key."""
+    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:limit]
+    return [{**dict(zip(keys, key)), "count_all": count} for key, count in ranked]
+
+
+def _bins(scores: pa.Array | pa.ChunkedArray, bins: int) -> pa.Array:
+    """Each score's bin among `bins` equal bins of [0, 1] (1.0 in the last)."""
+    return pc.min_element_wise(pc.cast(pc.floor(pc.multiply(scores, bins)), pa.int32()), bins - 1)
+
+
+def _add_bins(counts: list[int], scores: pa.Array, bins: int) -> None:
+    for entry in pc.value_counts(_bins(scores, bins)).to_pylist():
+        counts[entry["values"]] += entry["counts"]
+
+
 def analyse(dataset: ds.Dataset) -> dict:
-    """Every figure on the page, from column aggregates; paths are read only for the rows shown."""
-    table = dataset.to_table(columns=[name for name in _COLUMNS if name in dataset.schema.names])
-    ok_rows = table.filter(pc.is_null(table["error"]))
-    scores = ok_rows["score"]
-    bins = pc.min_element_wise(pc.cast(pc.floor(pc.multiply(scores, SCORE_BINS)), pa.int32()), SCORE_BINS - 1)
-    histogram = [0] * SCORE_BINS
-    for entry in pc.value_counts(bins).to_pylist():
-        histogram[entry["values"]] = entry["counts"]
+    """Every figure on the page, aggregated batch by batch: memory grows with the number of classes,
+    not of rows. Paths are read only for the rows shown."""
+    columns = [name for name in _COLUMNS if name in dataset.schema.names]
+    rows = ok = low = 0
+    histogram, fine = [0] * SCORE_BINS, [0] * MEDIAN_BINS
+    labels: Counter = Counter()
+    truths: dict[str, list[int]] = {}  # true label -> [correct, judged]
+    confusions: Counter = Counter()
+    lowest: list[float] = []  # the THUMBNAILS lowest scores so far
+    for batch in dataset.to_batches(columns=columns):
+        table = pa.Table.from_batches([batch])
+        ok_rows = table.filter(pc.is_null(table["error"]))
+        rows, ok = rows + table.num_rows, ok + ok_rows.num_rows
+        scores = ok_rows["score"]
+        for row in ok_rows.group_by("label").aggregate([([], "count_all")]).to_pylist():
+            if row["label"] is not None:
+                labels[(row["label"],)] += row["count_all"]
+        _add_bins(histogram, scores, SCORE_BINS)
+        _add_bins(fine, scores, MEDIAN_BINS)
+        low += pc.sum(pc.less(scores, LOW_CONFIDENCE)).as_py() or 0
+        if len(scores):
+            k = min(THUMBNAILS, len(scores))
+            lowest = sorted(lowest + pc.take(scores, pc.select_k_unstable(scores, k, [("score", "ascending")]))
+                            .to_pylist())[:THUMBNAILS]
+        if "correct" in columns:
+            judged = table.filter(pc.is_valid(table["correct"]))
+            for row in judged.group_by("true_label").aggregate([("correct", "sum"), ([], "count_all")]).to_pylist():
+                tally = truths.setdefault(row["true_label"], [0, 0])
+                tally[0], tally[1] = tally[0] + (row["correct_sum"] or 0), tally[1] + row["count_all"]
+            wrong = judged.filter(pc.invert(judged["correct"])).select(["true_label", "label"])
+            for row in wrong.group_by(["true_label", "label"]).aggregate([([], "count_all")]).to_pylist():
+                confusions[(row["true_label"], row["label"])] += row["count_all"]
     stats = {
-        "rows": table.num_rows, "ok": ok_rows.num_rows, "errors": table.num_rows - ok_rows.num_rows,
-        "classes_predicted": pc.count_distinct(ok_rows["label"]).as_py(),
-        "top_classes": _counts(ok_rows.select(["label"]), ["label"], TOP_CLASSES),
-        "histogram": histogram,
-        "low_confidence": pc.sum(pc.less(scores, LOW_CONFIDENCE)).as_py() or 0,
-        "median_score": pc.quantile(scores, 0.5)[0].as_py() if ok_rows.num_rows else None,
-        "lowest": _lowest(dataset, scores),
+        "rows": rows, "ok": ok, "errors": rows - ok, "classes_predicted": len(labels),
+        "top_classes": _most(labels, ["label"], TOP_CLASSES), "histogram": histogram, "low_confidence": low,
+        "median_score": _median(dataset, fine, ok),
+        "lowest": _lowest(dataset, max(lowest)) if lowest else [],
     }
     kind_columns = ["error_kind"] if "error_kind" in dataset.schema.names else []
     failed = dataset.to_table(columns=["path", "error", *kind_columns], filter=pc.field("error").is_valid())
@@ -124,24 +163,43 @@ def analyse(dataset: ds.Dataset) -> dict:
          "examples": failed.filter(pc.equal(failed["kind"], group["kind"]))["path"][:ERROR_EXAMPLES].to_pylist()}
         for group in _counts(failed.select(["kind"]), ["kind"], TOP_ERROR_KINDS)]
     stats["error_kind_count"] = pc.count_distinct(failed["kind"]).as_py()
-    if "correct" in table.column_names:
-        judged = table.filter(pc.is_valid(table["correct"]))
-        per_class = judged.group_by("true_label").aggregate([("correct", "sum"), ([], "count_all")])
-        stats["judged"] = judged.num_rows
-        stats["correct"] = pc.sum(judged["correct"]).as_py() or 0
-        stats["per_class"] = per_class.sort_by([("count_all", "descending"), ("true_label", "ascending")]) \
-            .slice(0, TRUE_CLASSES).to_pylist()
-        wrong = judged.filter(pc.invert(judged["correct"])).select(["true_label", "label"])
-        stats["confusions"] = _counts(wrong, ["true_label", "label"], TOP_CONFUSIONS)
+    if "correct" in columns:
+        stats["judged"] = sum(judged for _, judged in truths.values())
+        stats["correct"] = sum(correct for correct, _ in truths.values())
+        ranked = sorted(truths.items(), key=lambda item: (-item[1][1], item[0] is None, item[0] or ""))
+        stats["per_class"] = [{"true_label": label, "correct_sum": correct, "count_all": judged}
+                              for label, (correct, judged) in ranked[:TRUE_CLASSES]]
+        stats["confusions"] = _most(confusions, ["true_label", "label"], TOP_CONFUSIONS)
     return stats
 
 
-def _lowest(dataset: ds.Dataset, scores: pa.ChunkedArray) -> list[dict]:
+def _median(dataset: ds.Dataset, fine: list[int], count: int) -> float | None:
+    """The median score of the `count` classified rows (as pyarrow's quantile 0.5, linear), exactly:
+    `fine` (MEDIAN_BINS bins) locates the one or two middle ranks; a second scan keeps only the scores
+    in their bins."""
+    if not count:
+        return None
+    ranks = sorted({(count - 1) // 2, count // 2})
+    below, wanted = 0, {}
+    for index, in_bin in enumerate(fine):
+        for rank in ranks:
+            if rank not in wanted and below <= rank < below + in_bin:
+                wanted[rank] = (index, rank - below)
+        below += in_bin
+    keep = {index for index, _ in wanted.values()}
+    found: dict[int, list[float]] = {index: [] for index in keep}
+    for batch in dataset.to_batches(columns=["score"], filter=pc.field("error").is_null()):
+        scores = batch["score"]
+        bins = _bins(scores, MEDIAN_BINS)
+        for index in keep:
+            found[index] += scores.filter(pc.equal(bins, index)).to_pylist()
+    values = [sorted(found[index])[offset] for index, offset in (wanted[rank] for rank in ranks)]
+    return sum(values) / len(values)
+
+
+def _lowest(dataset: ds.Dataset, cutoff: float) -> list[dict]:
     """The THUMBNAILS classified rows with the lowest score (ties by path): a second scan keeps only
     the rows at or below the THUMBNAILS-th lowest score."""
-    if len(scores) == 0:
-        return []
-    cutoff = pc.max(pc.take(scores, pc.select_k_unstable(scores, THUMBNAILS, [("score", "ascending")])))
     candidates = dataset.to_table(columns=["path", "label", "score"],
                                   filter=pc.field("error").is_null() & (pc.field("score") <= cutoff))
     return candidates.sort_by([("score", "ascending"), ("path", "ascending")]).slice(0, THUMBNAILS).to_pylist()

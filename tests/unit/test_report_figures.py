@@ -4,12 +4,15 @@ tests/test_report.py."""
 
 from __future__ import annotations
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
-from batchinfer.report import LOW_CONFIDENCE, SCORE_BINS, analyse, error_kinds
+from batchinfer.report import (LOW_CONFIDENCE, SCORE_BINS, THUMBNAILS, TOP_CLASSES, TRUE_CLASSES, analyse,
+                               error_kinds)
 
 ROWS = [  # path, label, score, error, error_kind, true_label
     ("in/cat/1.jpg", "tabby", 0.97, None, None, "tabby"),
@@ -72,3 +75,30 @@ def test_outputs_without_error_kind_group_messages_by_cause() -> None:
     """Older outputs have no error_kind column: messages are grouped with what varies blanked out."""
     table = pa.table({"error": ["cannot read s3://b/in/a.jpg: 'a.jpg' 404", "cannot read s3://b/x.jpg: 'x.jpg' 500"]})
     assert error_kinds(table).to_pylist() == ["cannot read <uri> '…' N"] * 2
+
+
+@pytest.mark.parametrize("rows", [4001, 4000])  # an odd and an even count of classified rows
+def test_streamed_figures_equal_whole_table_figures(tmp_path, rows) -> None:
+    """analyse() aggregates batch by batch; over many files and batches (with ties and scores in
+    one narrow range) its figures equal those computed over the whole table at once, the median exactly."""
+    rng = np.random.default_rng(rows)
+    labels = [f"class-{index}" for index in rng.integers(0, 30, rows)]
+    truths = [f"class-{index}" for index in rng.integers(0, 30, rows)]
+    scores = np.concatenate([rng.random(rows // 2), 0.5 + rng.random(rows - rows // 2) / 1e6]).astype(np.float32)
+    table = pa.table({"path": [f"in/{index:05d}.jpg" for index in range(rows)], "label": labels,
+                      "score": scores, "error": pa.nulls(rows, pa.string()), "true_label": truths,
+                      "correct": [label == truth for label, truth in zip(labels, truths)]})
+    for part, start in enumerate(range(0, rows, 700)):
+        pq.write_table(table.slice(start, 700), tmp_path / f"part-{part:05d}.parquet", row_group_size=128)
+    stats = analyse(ds.dataset(tmp_path, format="parquet"))
+
+    assert stats["median_score"] == pc.quantile(table["score"], 0.5)[0].as_py()
+    whole = table.group_by("label").aggregate([([], "count_all")]).sort_by(
+        [("count_all", "descending"), ("label", "ascending")]).slice(0, TOP_CLASSES).to_pylist()
+    assert stats["top_classes"] == whole and stats["classes_predicted"] == 30
+    per_class = table.group_by("true_label").aggregate([("correct", "sum"), ([], "count_all")]).sort_by(
+        [("count_all", "descending"), ("true_label", "ascending")]).slice(0, TRUE_CLASSES).to_pylist()
+    assert stats["per_class"] == per_class
+    assert stats["correct"] == sum(table["correct"].to_pylist()) and stats["judged"] == rows
+    lowest = table.sort_by([("score", "ascending"), ("path", "ascending")]).slice(0, THUMBNAILS)
+    assert [row["path"] for row in stats["lowest"]] == lowest["path"].to_pylist()
