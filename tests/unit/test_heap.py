@@ -1,0 +1,58 @@
+"""The driver's heap trimming (batchinfer.heap) against this process's real glibc heap and RSS."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from batchinfer import heap
+
+pytestmark = pytest.mark.skipif(heap._MALLOC_TRIM is None, reason="the C library has no malloc_trim (not glibc)")
+
+CHUNK = 1024          # above pymalloc's 512-byte limit: each object is a glibc malloc chunk
+CHUNKS = 96 * 1024    # about 100 MiB in all
+KEEP_EVERY = 64       # one chunk kept per 64 KiB: whole free pages between them, none at the arena's top
+
+
+def _rss_mib() -> float:
+    with open("/proc/self/status") as status:
+        return int(next(line for line in status if line.startswith("VmRSS:")).split()[1]) / 1024
+
+
+def _fragmented_heap() -> list[bytes]:
+    """Allocate CHUNKS chunks and free all but every KEEP_EVERY-th one (and the last): the freed memory
+    lies between live chunks, where glibc's free() never returns it to the OS by itself."""
+    chunks = [bytes(CHUNK) + bytes([index % 251]) for index in range(CHUNKS)]
+    return [chunk for index, chunk in enumerate(chunks) if index % KEEP_EVERY == 0 or index == CHUNKS - 1]
+
+
+def _poll(condition, timeout_s: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return condition()
+
+
+def test_trim_hands_freed_pages_back() -> None:
+    heap.trim_heap()
+    kept = _fragmented_heap()
+    before = _rss_mib()
+    assert heap.trim_heap() is True
+    released = before - _rss_mib()
+    assert released > 50, f"malloc_trim released {released:.0f} MiB of about 100 MiB freed"
+    assert len(kept) == CHUNKS // KEEP_EVERY + 1
+
+
+def test_heap_trimmed_trims_while_the_block_runs_and_stops_after() -> None:
+    heap.trim_heap()
+    with heap.heap_trimmed(interval_s=0.05):
+        kept = _fragmented_heap()
+        high = _rss_mib()
+        assert _poll(lambda: high - _rss_mib() > 50), "the trimming thread never released the freed pages"
+        assert any(thread.name == "batchinfer-heap-trim" for thread in threading.enumerate())
+    assert not any(thread.name == "batchinfer-heap-trim" for thread in threading.enumerate())
+    assert kept
