@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 import ray
 
 from batchinfer.config import JobConfig, UserError
-from batchinfer.heap import heap_trimmed
+from batchinfer.driver_memory import bound_block_stats, heap_trimmed
 from batchinfer.lease import Lease, acquire
 from batchinfer.models import ModelRequest, load_model
 from batchinfer.predictor import CPU_BATCH_SIZE, CUDA_ACTOR_BATCH, InferenceSettings, Predictor, cuda_problem
@@ -231,10 +231,11 @@ def execute(config: JobConfig, ready: Preflight, run_id: str) -> Execution:
                                 config.label_from_path, storage_timeout_s=config.storage_timeout_s,
                                 max_image_pixels=config.max_image_pixels, s3=config.s3)
     # Each write task gathers --rows-per-file rows, then writes files of at most that many rows. The
-    # driver's RSS stays flat however many inputs: the heap's freed pages go back to the OS (heap.py).
+    # driver's memory stays flat however many inputs (driver_memory.py).
+    dataset = build_dataset(config, ready.request, ready.resources, preprocessor, inputs)
+    bound_block_stats(dataset.context)
     with heap_trimmed():
-        build_dataset(config, ready.request, ready.resources, preprocessor, inputs).write_datasink(
-            staging, ray_remote_args={"num_cpus": ready.resources.write_cpus})
+        dataset.write_datasink(staging, ray_remote_args={"num_cpus": ready.resources.write_cpus})
     return Execution(staging.record, resumed_inputs, time.monotonic() - clock, count_skipped(skipped))
 
 

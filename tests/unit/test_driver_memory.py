@@ -1,4 +1,4 @@
-"""The driver's heap trimming (batchinfer.heap) against this process's real glibc heap and RSS."""
+"""The driver's heap trimming (batchinfer.driver_memory) against this process's real glibc heap and RSS."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from batchinfer import heap
+from batchinfer import driver_memory as heap
 
 pytestmark = pytest.mark.skipif(heap._MALLOC_TRIM is None, reason="the C library has no malloc_trim (not glibc)")
 
