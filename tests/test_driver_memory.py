@@ -3,6 +3,8 @@ stats records, whatever the number of blocks (issue #16)."""
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 import ray
 
@@ -10,6 +12,7 @@ from batchinfer import driver_memory
 from batchinfer.pipeline import connect_ray
 
 BLOCKS = 300
+QUEUE_BLOCKS = 400
 
 
 @pytest.fixture
@@ -39,3 +42,64 @@ def test_block_stats_stay_bounded(joined, monkeypatch) -> None:
     assert max(unbounded.values()) == BLOCKS, unbounded
     assert bounded.keys() == unbounded.keys()
     assert all(0 < count <= 2 * 5 for count in bounded.values()), bounded
+
+
+@ray.remote(num_cpus=0)
+class Lead:
+    """How far a producer stage ran ahead of its consumer: blocks produced less blocks consumed, at most."""
+
+    def __init__(self) -> None:
+        self.produced = self.consumed = self.most = 0
+
+    def produce(self) -> None:
+        self.produced += 1
+
+    def consume(self) -> None:
+        self.consumed += 1
+        self.most = max(self.most, self.produced - self.consumed)
+
+    def result(self) -> tuple[int, int]:
+        return self.consumed, self.most
+
+
+class SlowConsumer:
+    """A stage slower than its producer (as decode is slower than the listing's split)."""
+
+    def __init__(self, lead) -> None:
+        self.lead = lead
+
+    def __call__(self, batch: dict) -> dict:
+        ray.get(self.lead.consume.remote())
+        threading.Event().wait(0.02)  # the work this stage stands for
+        return batch
+
+
+def _most_blocks_ahead(capped: bool) -> int:
+    """Run QUEUE_BLOCKS one-row blocks through a fast task stage into a slow actor; return how many blocks
+    the fast stage was ever ahead of the slow one."""
+    lead = Lead.remote()
+
+    def produce(batch: dict) -> dict:
+        ray.get(lead.produce.remote())
+        return batch
+
+    dataset = ray.data.from_items([{"n": n} for n in range(QUEUE_BLOCKS)], override_num_blocks=QUEUE_BLOCKS) \
+        .map_batches(produce, batch_size=1, num_cpus=0.1) \
+        .map_batches(SlowConsumer, fn_constructor_kwargs={"lead": lead}, batch_size=1, num_cpus=0.5,
+                     compute=ray.data.ActorPoolStrategy(size=1))
+    if capped:
+        driver_memory.cap_queued_blocks(dataset.context)
+    assert dataset.count() == QUEUE_BLOCKS
+    consumed, most = ray.get(lead.result.remote())
+    assert consumed == QUEUE_BLOCKS
+    return most
+
+
+def test_queued_blocks_stay_bounded(joined, monkeypatch) -> None:
+    monkeypatch.setattr(driver_memory, "QUEUED_BLOCKS", 10)
+    unbounded = _most_blocks_ahead(capped=False)
+    bounded = _most_blocks_ahead(capped=True)
+    # Ray Data's own backpressure counts bytes: one-row blocks pile up ahead of the slow stage
+    assert unbounded > 5 * 10, unbounded
+    # capped: the queue, plus the blocks the slow actor holds and the fast tasks running when it filled
+    assert bounded <= 10 + 10, bounded

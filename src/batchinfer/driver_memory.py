@@ -1,12 +1,18 @@
 """What keeps the driver's memory flat over a run, however many inputs it has (issue #16).
 
-Two things grew with the number of inputs although nothing the job needs did:
+Three things grew with the number of inputs although nothing the job needs did:
 
 - **Ray Data's per-block stats.** Every operator keeps a `BlockStats` record (row count, size, timings,
   node) for every block it outputs, in the driver, for the dataset's stats summary (Ray 2.60:
   `MapOperator._get_next_inner` appends to `_output_blocks_stats`). With 64-image blocks that is three
   records per 64 images: about 50 MiB at 1 M images, 5 GiB at 100 M. `BoundedBlockStats` keeps the
   newest STATS_KEPT per operator; the summary then describes those blocks only.
+- **Queued blocks of paths.** The listing runs far ahead of decode, and the split cuts its output into
+  64-path blocks of a few KiB each. Ray Data's backpressure counts bytes, so thousands of them queued
+  ahead of decode, each costing the driver about 10 KiB of bookkeeping (its ObjectRef, metadata and
+  schema): about 45 MiB at 1 M images on CPU, where the object-store limit finally stopped them, and
+  nothing stopped them on GPU. `QueuedBlocksCap`, a backpressure policy added to Ray Data's own,
+  holds an operator back while QUEUED_BLOCKS of its blocks wait for its consumers.
 - **The heap's freed pages.** The scheduling loop's short-lived allocations, made from several
   threads, leave free chunks scattered through glibc's arenas, which glibc does not return to the OS
   by itself: RSS crept up while the live heap (`mallinfo2` in-use bytes) stayed flat. `heap_trimmed`
@@ -23,10 +29,45 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from ray.data import DataContext
+from ray.data._internal.execution.backpressure_policy import (ENABLED_BACKPRESSURE_POLICIES,
+                                                              ENABLED_BACKPRESSURE_POLICIES_CONFIG_KEY,
+                                                              BackpressurePolicy)
 from ray.data._internal.execution.execution_callback import ExecutionCallback
 
 TRIM_INTERVAL_S = 5.0  # a trim walks the arenas in milliseconds
 STATS_KEPT = 1000      # BlockStats kept per operator (the newest)
+QUEUED_BLOCKS = 1000   # blocks an operator may have waiting for its consumers: 64,000 images ahead of decode
+
+
+class QueuedBlocksCap(BackpressurePolicy):
+    """Ray Data backpressure policy: an operator starts no task, and takes no more output from its
+    running ones, while QUEUED_BLOCKS or more of its blocks wait for its consumers (its output queue and
+    their input queues). Ray Data's own policies count bytes only."""
+
+    @property
+    def name(self) -> str:
+        return "QueuedBlocksCap"
+
+    def _queued_blocks(self, operator) -> int:
+        state = self._topology.get(operator)
+        if state is None or not operator.output_dependencies:
+            return 0
+        return state.total_enqueued_output_blocks() + sum(
+            self._topology[consumer].total_enqueued_input_blocks()
+            for consumer in operator.output_dependencies if consumer in self._topology)
+
+    def can_add_input(self, operator) -> bool:
+        return self._queued_blocks(operator) < QUEUED_BLOCKS
+
+    def max_task_output_bytes_to_read(self, operator) -> int | None:
+        return 0 if self._queued_blocks(operator) >= QUEUED_BLOCKS else None
+
+
+def cap_queued_blocks(context: DataContext) -> None:
+    """Add QueuedBlocksCap to the backpressure policies of `context` (once)."""
+    policies = list(context.get_config(ENABLED_BACKPRESSURE_POLICIES_CONFIG_KEY, ENABLED_BACKPRESSURE_POLICIES))
+    if QueuedBlocksCap not in policies:
+        context.set_config(ENABLED_BACKPRESSURE_POLICIES_CONFIG_KEY, [*policies, QueuedBlocksCap])
 
 
 class BoundedBlockStats(ExecutionCallback):

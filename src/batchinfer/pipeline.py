@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 import ray
 
 from batchinfer.config import JobConfig, UserError
-from batchinfer.driver_memory import bound_block_stats, heap_trimmed
+from batchinfer.driver_memory import bound_block_stats, cap_queued_blocks, heap_trimmed
 from batchinfer.lease import Lease, acquire
 from batchinfer.models import ModelRequest, load_model
 from batchinfer.predictor import CPU_BATCH_SIZE, CUDA_ACTOR_BATCH, InferenceSettings, Predictor, cuda_problem
@@ -33,6 +33,7 @@ CPU_DECODE_TASK = 0.3     # CPUs per decode task beside a CPU actor
 CPU_WRITE_TASK = 0.0      # a Parquet write of one block is light: asking for none keeps Ray Data's CPU budget
                           # (reserved for actor + decode on a 2-CPU node) from holding writes back to the end
 CPU_IN_FLIGHT_BYTES = 256 * 2**20  # on CPU, per actor: blocks waiting for the model stay under this, whatever N
+REPORT_TASK = {"num_cpus": 0.25, "max_retries": 1}  # the HTML report: one light task on a worker node
 GPU_WAIT_S = 600          # how long --device cuda waits for the autoscaler to bring a GPU node
 ACTOR_CALLS_IN_FLIGHT = 2  # per actor: Ray Data batches the next input while the UDF runs (on CPU too: one
                            # call at a time was slower, docs/benchmarks.md)
@@ -234,6 +235,7 @@ def execute(config: JobConfig, ready: Preflight, run_id: str) -> Execution:
     # driver's memory stays flat however many inputs (driver_memory.py).
     dataset = build_dataset(config, ready.request, ready.resources, preprocessor, inputs)
     bound_block_stats(dataset.context)
+    cap_queued_blocks(dataset.context)
     with heap_trimmed():
         dataset.write_datasink(staging, ray_remote_args={"num_cpus": ready.resources.write_cpus})
     return Execution(staging.record, resumed_inputs, time.monotonic() - clock, count_skipped(skipped))
@@ -258,10 +260,12 @@ def commit(config: JobConfig, ready: Preflight, execution: Execution, lease: Lea
         lambda: ready.output.commit(execution.record, execution.resumed_inputs, summary,
                                     lambda: lease.confirm(config.storage_timeout_s)),
         f"commit {config.output_uri}", config.storage_timeout_s)
+    build_report = ray.remote(**REPORT_TASK)(write_report)  # a task: the driver never scans the output (#16)
     try:
-        print(f"batchinfer: report {write_report(ready.output, summary)}")
+        print(f"batchinfer: report {ray.get(build_report.remote(ready.output, summary))}")
     except Exception as exc:  # noqa: BLE001 - the output is committed: a missing page must not fail the run
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        cause = exc.cause if isinstance(exc, ray.exceptions.RayTaskError) else exc
+        reason = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
         print(f"batchinfer: the report was not written ({reason}); `batchinfer report {config.output_uri}` "
               "builds it again", file=sys.stderr)
     return summary
