@@ -103,3 +103,23 @@ def test_queued_blocks_stay_bounded(joined, monkeypatch) -> None:
     assert unbounded > 5 * 10, unbounded
     # capped: the queue, plus the blocks the slow actor holds and the fast tasks running when it filled
     assert bounded <= 10 + 10, bounded
+
+
+def test_queued_blocks_cap_lets_a_consumer_gather_more(joined, monkeypatch) -> None:
+    """A consumer that gathers more blocks than the cap into one task (as a write task gathers
+    --rows-per-file rows) still gets them: blocks it has taken in do not count as queued."""
+    monkeypatch.setattr(driver_memory, "QUEUED_BLOCKS", 10)
+    dataset = ray.data.from_items([{"n": n} for n in range(100)], override_num_blocks=100) \
+        .map_batches(lambda batch: batch, batch_size=1, num_cpus=0.1) \
+        .map_batches(lambda batch: {"rows": [len(batch["n"])]}, batch_size=50, num_cpus=0.5)
+    driver_memory.cap_queued_blocks(dataset.context)
+    finished = threading.Event()
+    gathered: list[int] = []
+
+    def run() -> None:
+        gathered.extend(dataset.to_pandas()["rows"])
+        finished.set()
+
+    threading.Thread(target=run, daemon=True).start()
+    assert finished.wait(600), "the pipeline stalled: the cap held back blocks its consumer was gathering"
+    assert sorted(gathered) == [50, 50]

@@ -42,7 +42,10 @@ QUEUED_BLOCKS = 1000   # blocks an operator may have waiting for its consumers: 
 class QueuedBlocksCap(BackpressurePolicy):
     """Ray Data backpressure policy: an operator starts no task, and takes no more output from its
     running ones, while QUEUED_BLOCKS or more of its blocks wait for its consumers (its output queue and
-    their input queues). Ray Data's own policies count bytes only."""
+    their input queues). Ray Data's own policies count bytes only.
+
+    Not counted: the blocks a consumer has taken in and is gathering into one task's input (a write
+    task's --rows-per-file rows may be more than QUEUED_BLOCKS blocks), which it needs to make progress."""
 
     @property
     def name(self) -> str:
@@ -53,8 +56,8 @@ class QueuedBlocksCap(BackpressurePolicy):
         if state is None or not operator.output_dependencies:
             return 0
         return state.total_enqueued_output_blocks() + sum(
-            self._topology[consumer].total_enqueued_input_blocks()
-            for consumer in operator.output_dependencies if consumer in self._topology)
+            queue.num_blocks for consumer in operator.output_dependencies if consumer in self._topology
+            for queue in self._topology[consumer].input_queues)
 
     def can_add_input(self, operator) -> bool:
         return self._queued_blocks(operator) < QUEUED_BLOCKS
