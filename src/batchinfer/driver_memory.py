@@ -17,7 +17,11 @@ Three things grew with the number of inputs although nothing the job needs did:
   threads, leave free chunks scattered through glibc's arenas, which glibc does not return to the OS
   by itself: RSS crept up while the live heap (`mallinfo2` in-use bytes) stayed flat. `heap_trimmed`
   calls `malloc_trim(0)`, which releases every whole free page of every arena, every few seconds (as
-  Dask's workers do). On a C library without it (musl, macOS) it does nothing.
+  Dask's workers do). Free chunks smaller than a page stay, in every arena: glibc gives each new
+  thread an arena of its own, up to 8 per core, and the driver's threads (Ray's core worker and gRPC,
+  Ray Data's executor, the commit's copy pool) each fragment theirs. `limit_heap_arenas` makes them
+  share HEAP_ARENAS (glibc's M_ARENA_MAX, the `MALLOC_ARENA_MAX` variable). On a C library without
+  these (musl, macOS) both do nothing.
 """
 
 from __future__ import annotations
@@ -35,7 +39,9 @@ from ray.data._internal.execution.backpressure_policy import (ENABLED_BACKPRESSU
 from ray.data._internal.execution.execution_callback import ExecutionCallback
 
 TRIM_INTERVAL_S = 5.0  # a trim walks the arenas in milliseconds
-STATS_KEPT = 1000      # BlockStats kept per operator (the newest)
+HEAP_ARENAS = 2        # glibc malloc arenas the driver's threads share (glibc's default: 8 per core)
+M_ARENA_MAX = -8       # mallopt's parameter for the arena cap (glibc's malloc.h)
+STATS_KEPT = 100       # BlockStats kept per operator (the newest)
 QUEUED_BLOCKS = 1000   # blocks an operator may have waiting for its consumers: 64,000 images ahead of decode
 
 
@@ -90,16 +96,23 @@ def bound_block_stats(context: DataContext) -> None:
         context.custom_execution_callback_classes.append(BoundedBlockStats)
 
 
-def _malloc_trim() -> ctypes._CFuncPtr | None:
-    """glibc's malloc_trim, or None where the C library has none."""
-    name = ctypes.util.find_library("c")
+def _libc_function(name: str) -> ctypes._CFuncPtr | None:
+    """A glibc malloc function, or None where the C library has none of that name."""
+    library = ctypes.util.find_library("c")
     try:
-        return getattr(ctypes.CDLL(name), "malloc_trim") if name else None
+        return getattr(ctypes.CDLL(library), name) if library else None
     except (OSError, AttributeError):
         return None
 
 
-_MALLOC_TRIM = _malloc_trim()
+_MALLOC_TRIM = _libc_function("malloc_trim")
+_MALLOPT = _libc_function("mallopt")
+
+
+def limit_heap_arenas(arenas: int = HEAP_ARENAS) -> bool:
+    """Have threads that start from now on share `arenas` glibc arenas (arenas that exist stay); True
+    when the C library took the setting. Called before the driver joins Ray, whose threads start then."""
+    return bool(_MALLOPT(M_ARENA_MAX, arenas)) if _MALLOPT is not None else False
 
 
 def trim_heap() -> bool:

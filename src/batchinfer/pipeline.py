@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 import ray
 
 from batchinfer.config import JobConfig, UserError
-from batchinfer.driver_memory import bound_block_stats, cap_queued_blocks, heap_trimmed
+from batchinfer.driver_memory import bound_block_stats, cap_queued_blocks, heap_trimmed, limit_heap_arenas
 from batchinfer.lease import Lease, acquire
 from batchinfer.models import ModelRequest, load_model
 from batchinfer.predictor import CPU_BATCH_SIZE, CUDA_ACTOR_BATCH, InferenceSettings, Predictor, cuda_problem
@@ -58,6 +58,7 @@ def connect_ray() -> None:
     """Join the cluster in RAY_ADDRESS (how a RayJob runs us), else start a local one."""
     if ray.is_initialized():
         return
+    limit_heap_arenas()  # Ray's threads, started here, share the driver's few heap arenas (driver_memory.py)
     address = os.environ.get("RAY_ADDRESS") or "local"
     ray.init(address=address, logging_level=logging.WARNING, include_dashboard=False
              if address == "local" else None, configure_logging=True)

@@ -1,7 +1,10 @@
-"""The driver's heap trimming (batchinfer.driver_memory) against this process's real glibc heap and RSS."""
+"""The driver's heap trimming and arena cap (batchinfer.driver_memory) against real glibc: this process's heap
+and RSS, and a fresh interpreter's arenas."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 
@@ -56,3 +59,37 @@ def test_heap_trimmed_trims_while_the_block_runs_and_stops_after() -> None:
         assert any(thread.name == "batchinfer-heap-trim" for thread in threading.enumerate())
     assert not any(thread.name == "batchinfer-heap-trim" for thread in threading.enumerate())
     assert kept
+
+
+ARENA_THREADS = 8
+_THREADS_MALLOC = f"""
+import ctypes, sys, threading
+from batchinfer import driver_memory
+if sys.argv[1] == "limited":
+    assert driver_memory.limit_heap_arenas(2)
+libc = ctypes.CDLL(None)
+libc.malloc.restype = ctypes.c_void_p
+all_allocated = threading.Barrier({ARENA_THREADS})
+def allocate():  # each thread's first malloc takes an arena: a new one while glibc's cap allows
+    pointer = libc.malloc(1 << 16)
+    all_allocated.wait()
+    libc.free(ctypes.c_void_p(pointer))
+threads = [threading.Thread(target=allocate) for _ in range({ARENA_THREADS})]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+libc.malloc_stats()  # glibc prints one "Arena N:" section per arena to stderr
+"""
+
+
+def _arenas(mode: str) -> int:
+    done = subprocess.run([sys.executable, "-c", _THREADS_MALLOC, mode], capture_output=True, text=True,
+                          timeout=120, check=True)
+    return sum(line.startswith("Arena ") for line in done.stderr.splitlines())
+
+
+def test_limit_heap_arenas_makes_new_threads_share_arenas() -> None:
+    """Real glibc in a fresh interpreter: threads started after the cap share 2 arenas."""
+    assert _arenas("default") > 2
+    assert _arenas("limited") == 2
