@@ -35,15 +35,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 
-import boto3
 import numpy as np
 import ray
 import torch
-from botocore.config import Config
 from PIL import Image
 
 from batchinfer.config import JobConfig, S3Options
@@ -77,7 +74,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=None, help="the job's --batch-size (default: the job's)")
     parser.add_argument("--rows-per-file", type=int, default=1000,
                         help="the job's --rows-per-file: rows per staged file (default 1000)")
-    parser.add_argument("--upload-threads", type=int, default=32, help="parallel uploads (default 32)")
+    parser.add_argument("--upload-threads", type=int, default=64,
+                        help="files `weed filer.copy` sends at once when uploading (default 64)")
     parser.add_argument("--timeout-s", type=float, default=4 * 3600,
                         help="limit for one stage at one N, in seconds (default 4 h)")
     parser.add_argument("--workdir", default="/tmp/batchinfer-bench-scale",
@@ -119,18 +117,21 @@ def object_key(prefix: str, layout: str, index: int) -> str:
     return f"{prefix}img-{index:09d}.jpg"
 
 
-def s3_client(server: SeaweedServer, connections: int):
-    """boto3 with a connection pool as large as the upload threads."""
-    return boto3.client("s3", endpoint_url=server.endpoint, aws_access_key_id=server.access_key,
-                        aws_secret_access_key=server.secret_key, region_name="us-east-1",
-                        config=Config(max_pool_connections=connections,
-                                      retries={"max_attempts": 10, "mode": "standard"}))
+def listed_keys(client, prefix: str) -> set[str]:
+    """Every key under `prefix` in the bench bucket."""
+    return {obj["Key"] for page in client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix)
+            for obj in page.get("Contents", [])}
 
 
-def ensure_objects(client, count: int, layout: str, size: int, threads: int) -> dict:
+def ensure_objects(server: SeaweedServer, client, count: int, layout: str, size: int, threads: int) -> dict:
     """N tiny JPEGs under s3://bench/scale/<layout>/<size>px/n<N>/, uploaded unless a marker says a
-    previous run finished them (an unfinished upload is completed: only missing keys are sent)."""
-    prefix = f"scale/{layout}/{size}px/n{count}/"
+    previous run finished them (an unfinished upload is completed: only missing keys are sent).
+
+    The missing objects are hard links to the few distinct JPEGs in a local folder that `weed filer.copy`
+    sends through the filer (1,000,000 objects in under 6 minutes on 2 cores, against an hour of
+    boto3 PUTs); a listing then checks that every key arrived before the marker is written."""
+    parent = f"scale/{layout}/{size}px/"
+    prefix = f"{parent}n{count}/"
     marker = f"scale/_ready/{layout}-{size}px-n{count}.json"
     payloads = tiny_jpegs(size)
     cycles, rest = divmod(count, JPEG_VARIANTS)
@@ -142,19 +143,24 @@ def ensure_objects(client, count: int, layout: str, size: int, threads: int) -> 
     except client.exceptions.ClientError as exc:
         if exc.response["Error"]["Code"] not in ("404", "NoSuchKey", "NotFound"):
             raise
-        present = {obj["Key"] for page in client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET,
-                                                                                             Prefix=prefix)
-                   for obj in page.get("Contents", [])}
+        present = listed_keys(client, prefix)
         missing = [index for index in range(count) if object_key(prefix, layout, index) not in present]
-
-        def upload(index: int) -> None:
-            client.put_object(Bucket=BUCKET, Key=object_key(prefix, layout, index),
-                              Body=payloads[index % JPEG_VARIANTS])
-
-        with ThreadPoolExecutor(threads) as pool:
-            for done, _ in enumerate(pool.map(upload, missing), 1):
-                if done % 50_000 == 0:
-                    print(f"uploaded {done}/{len(missing)} objects", flush=True)
+        with tempfile.TemporaryDirectory(dir=server.workdir) as local:
+            variants = []
+            for number, payload in enumerate(payloads):
+                variants.append(Path(local) / f"variant-{number}.jpg")
+                variants[-1].write_bytes(payload)
+            folder = Path(local) / f"n{count}"
+            for index in missing:
+                path = folder / object_key("", layout, index)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                os.link(variants[index % JPEG_VARIANTS], path)
+            if missing:
+                server.copy_tree(folder, BUCKET, parent, concurrency=threads)
+        still_missing = count - len(listed_keys(client, prefix))
+        if still_missing:
+            raise RuntimeError(f"{still_missing} of {count} objects under s3://{BUCKET}/{prefix} are missing "
+                               "after the upload; run again to send them")
         client.put_object(Bucket=BUCKET, Key=marker, Body=json.dumps({"count": count}).encode())
         uploaded = len(missing)
     return {"uri": f"s3://{BUCKET}/{prefix}", "count": count, "layout": layout, "size_px": size,
@@ -377,12 +383,12 @@ def main(argv: list[str] | None = None) -> int:
     server = SeaweedServer(workdir=Path(args.workdir) / "seaweedfs")
     try:
         server.start()
-        client = s3_client(server, args.upload_threads)
+        client = server.client()
         if BUCKET not in {bucket["Name"] for bucket in client.list_buckets()["Buckets"]}:
             client.create_bucket(Bucket=BUCKET)
         model_uri = upload_model(client)
         for count in args.counts:
-            dataset = ensure_objects(client, count, args.layout, args.size, args.upload_threads)
+            dataset = ensure_objects(server, client, count, args.layout, args.size, args.upload_threads)
             print(f"N={count}: {dataset['uri']} ready ({dataset['uploaded']} uploaded in {dataset['upload_s']} s)",
                   flush=True)
             run: dict = {"count": count, "dataset": dataset}

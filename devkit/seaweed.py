@@ -29,6 +29,9 @@ _PORT_FLAGS = (
     "s3.port.grpc",
 )
 
+# SeaweedFS derives a server's gRPC port from its HTTP port by adding this when only the latter is given.
+FILER_GRPC_OFFSET = 10_000
+
 # Free disk the server needs before it will write (weed's -volume.minFreeSpace).
 MIN_FREE_SPACE = "512MiB"
 
@@ -42,6 +45,33 @@ def free_ports(count: int) -> list[int]:
             sock.bind(("127.0.0.1", 0))
             sockets.append(sock)
         return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def server_ports() -> dict[str, int]:
+    """A free loopback port for each of the server's flags. The filer's gRPC port is its HTTP port + 10000,
+    SeaweedFS's convention, so `weed filer.copy`, which is given only the filer's HTTP address, reaches it."""
+    sockets: list[socket.socket] = []
+
+    def bind(port: int = 0) -> int:
+        sock = socket.socket()
+        sockets.append(sock)  # closed at the end, bound or not
+        sock.bind(("127.0.0.1", port))
+        return sock.getsockname()[1]
+
+    try:
+        for _ in range(100):
+            filer = bind()
+            if filer + FILER_GRPC_OFFSET <= 65535:
+                with contextlib.suppress(OSError):
+                    filer_grpc = bind(filer + FILER_GRPC_OFFSET)
+                    break
+        else:
+            raise RuntimeError(f"no free loopback port pair (p, p + {FILER_GRPC_OFFSET}) for the SeaweedFS filer")
+        others = [flag for flag in _PORT_FLAGS if not flag.startswith("filer.")]
+        return {"filer.port": filer, "filer.port.grpc": filer_grpc, **{flag: bind() for flag in others}}
     finally:
         for sock in sockets:
             sock.close()
@@ -107,7 +137,7 @@ class SeaweedServer:
         config_path.write_text(json.dumps(identities))
         config_path.chmod(0o600)
         # A restart (start after stop) keeps the ports, so clients keep their endpoint.
-        self.ports = self.ports or dict(zip(_PORT_FLAGS, free_ports(len(_PORT_FLAGS))))
+        self.ports = self.ports or server_ports()
         command = [
             weed_binary(), f"-logdir={log_dir}", "server", f"-dir={data_dir}", "-s3",
             f"-s3.config={config_path}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
@@ -127,6 +157,16 @@ class SeaweedServer:
         )
         self._wait_ready()
         return self
+
+    def copy_tree(self, local_dir: Path, bucket: str, prefix: str, concurrency: int = 64) -> None:
+        """Upload the folder `local_dir` (its files and subfolders) as s3://bucket/<prefix><folder name>/…
+        through the filer with `weed filer.copy`: many times faster than one S3 PUT per small object."""
+        target = f"http://127.0.0.1:{self.ports['filer.port']}/buckets/{bucket}/{prefix}"
+        done = subprocess.run([weed_binary(), "filer.copy", f"-c={concurrency}", str(local_dir), target],
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"weed filer.copy {local_dir} {target} failed (exit {done.returncode}): "
+                               f"{(done.stderr or done.stdout)[-2000:]}")
 
     def _wait_ready(self) -> None:
         """Wait until a bucket can be made and written; each probe is bounded, so the wait is too."""
