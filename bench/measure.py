@@ -85,7 +85,8 @@ class ProcessSampler:
         self.driver_peak_rss_kib = 0
         self._own_cpu_s = 0.0
         self.peak_by_title: dict[str, float] = {}
-        self.timeline: list[tuple[float, int]] = []  # (seconds since start, summed PSS KiB)
+        # (seconds since start, summed PSS KiB, this process's RSS KiB) of every sample
+        self.timeline: list[tuple[float, int, int]] = []
         self._started = time.monotonic()
         self._cpu_start: dict[int, float] = {}
         self._cpu_last: dict[int, float] = {}
@@ -93,7 +94,7 @@ class ProcessSampler:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def sample(self) -> None:
-        pending, rss, pss, count = list(self.roots), 0, 0, 0
+        pending, rss, pss, count, driver_rss = list(self.roots), 0, 0, 0, 0
         by_title: dict[str, float] = {}
         while pending:
             pid = pending.pop()
@@ -101,6 +102,7 @@ class ProcessSampler:
                 continue
             process_rss, process_pss = _memory_kib(pid)
             if pid == os.getpid():
+                driver_rss = process_rss
                 self.driver_peak_rss_kib = max(self.driver_peak_rss_kib, process_rss)
             rss, pss, count = rss + process_rss, pss + process_pss, count + 1
             title = _title(pid)
@@ -109,7 +111,7 @@ class ProcessSampler:
             self._cpu_start.setdefault(pid, 0.0 if self._thread.is_alive() else cpu)  # new since start: all of it
             self._cpu_last[pid] = max(cpu, self._cpu_last.get(pid, 0.0))
             pending.extend(_children(pid))
-        self.timeline.append((time.monotonic() - self._started, pss))
+        self.timeline.append((time.monotonic() - self._started, pss, driver_rss))
         if pss > self.peak_pss_kib:
             self.peak_by_title = by_title
         self.peak_rss_kib, self.peak_pss_kib = max(self.peak_rss_kib, rss), max(self.peak_pss_kib, pss)
@@ -138,21 +140,23 @@ class ProcessSampler:
         pid = os.getpid()
         return max(0.0, self._cpu_last.get(pid, 0.0) - self._cpu_start.get(pid, 0.0) - self._own_cpu_s)
 
-    def pss_by_quarter(self) -> list[float]:
-        """Peak summed PSS (MiB) in each quarter of the sampled time: flat when memory is bounded."""
+    def peaks_by_part(self, column: int, parts: int) -> list[float]:
+        """Peak of one timeline column (1: summed PSS, 2: this process's RSS), in MiB, in each of `parts`
+        equal spans of the sampled time: flat when memory is bounded, and where it grows if it does."""
         end = self.timeline[-1][0] if self.timeline else 0.0
-        quarters = [0] * 4
-        for seconds, pss in self.timeline:
-            index = min(3, int(4 * seconds / end)) if end else 3
-            quarters[index] = max(quarters[index], pss)
-        return [round(kib / 1024, 1) for kib in quarters]
+        peaks = [0] * parts
+        for sample in self.timeline:
+            index = min(parts - 1, int(parts * sample[0] / end)) if end else parts - 1
+            peaks[index] = max(peaks[index], sample[column])
+        return [round(kib / 1024, 1) for kib in peaks]
 
     def peak(self) -> dict:
         by_title = sorted(self.peak_by_title.items(), key=lambda item: -item[1])
         return {"peak_rss_mib": round(self.peak_rss_kib / 1024, 1),
                 "peak_pss_mib": round(self.peak_pss_kib / 1024, 1), "processes": self.peak_processes,
                 "cpu_s": round(self.cpu_s(), 2), "driver_peak_rss_mib": round(self.driver_peak_rss_kib / 1024, 1),
-                "driver_cpu_s": round(self.driver_cpu_s(), 2), "peak_pss_mib_by_quarter": self.pss_by_quarter(),
+                "driver_cpu_s": round(self.driver_cpu_s(), 2), "peak_pss_mib_by_quarter": self.peaks_by_part(1, 4),
+                "driver_peak_rss_mib_by_tenth": self.peaks_by_part(2, 10),
                 "peak_pss_mib_by_process": {title or "?": round(kib / 1024, 1) for title, kib in by_title}}
 
 

@@ -200,7 +200,8 @@ def _driver_figures(sampler: ProcessSampler, images: int, wall_s: float) -> dict
     high_water_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"whole_run_s": round(wall_s, 3), "whole_run_images_per_s": round(images / wall_s, 2),
             "driver_peak_rss_mib": round(max(high_water_mib, peak["driver_peak_rss_mib"]), 1),
-            "driver_peak_rss_mib_sampled": peak["driver_peak_rss_mib"], "driver_cpu_s": peak["driver_cpu_s"],
+            "driver_peak_rss_mib_sampled": peak["driver_peak_rss_mib"],
+            "driver_peak_rss_mib_by_tenth": peak["driver_peak_rss_mib_by_tenth"], "driver_cpu_s": peak["driver_cpu_s"],
             "tree_cpu_s": peak["cpu_s"], "driver_cpu_s_per_1k": round(1000 * peak["driver_cpu_s"] / images, 3),
             "tree_cpu_s_per_1k": round(1000 * peak["cpu_s"] / images, 3),
             "tree_peak_rss_mib": peak["peak_rss_mib"], "tree_peak_pss_mib": peak["peak_pss_mib"],

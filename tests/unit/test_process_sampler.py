@@ -38,3 +38,15 @@ def test_default_root_is_this_process_and_its_descendants(holder) -> None:
     only_holder = ProcessSampler(roots=(holder.pid,))
     only_holder.sample()
     assert sampler.peak_processes >= 2 and sampler.peak_rss_kib > only_holder.peak_rss_kib
+
+
+def test_driver_rss_by_part_follows_this_process(holder) -> None:
+    """The third timeline column is this process's RSS (the driver's), not the holder's or the sum."""
+    sampler = ProcessSampler()
+    sampler.sample()
+    kept = bytearray(HELD_MIB << 20)  # written, so resident: this process grows by HELD_MIB
+    sampler.sample()
+    [first, second] = sampler.peaks_by_part(2, 2)
+    assert second - first >= HELD_MIB * 0.9 and second == round(sampler.driver_peak_rss_kib / 1024, 1)
+    assert sampler.peaks_by_part(1, 2)[1] > second  # the summed PSS includes the holder's memory
+    del kept
