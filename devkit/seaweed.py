@@ -71,7 +71,8 @@ def server_ports() -> dict[str, int]:
         else:
             raise RuntimeError(f"no free loopback port pair (p, p + {FILER_GRPC_OFFSET}) for the SeaweedFS filer")
         others = [flag for flag in _PORT_FLAGS if not flag.startswith("filer.")]
-        return {"filer.port": filer, "filer.port.grpc": filer_grpc, **{flag: bind() for flag in others}}
+        # Asked for while the filer's pair is still bound, so none of them is one of its two ports.
+        return {"filer.port": filer, "filer.port.grpc": filer_grpc, **dict(zip(others, free_ports(len(others))))}
     finally:
         for sock in sockets:
             sock.close()
