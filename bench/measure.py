@@ -8,6 +8,7 @@ import threading
 import time
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import ray
@@ -162,12 +163,16 @@ class ProcessSampler:
 
 class OutputWatcher:
     """Lists `folder` (recursively) every `interval_s` and notes when each Parquet file first appears
-    and how many rows it holds: the times of the job's output batches."""
+    and how many rows it holds: the times of the job's output batches. With `first_only` it stops
+    after the first file: a listing of every file every `interval_s` costs the storage server (and
+    this process) more the more files a run has staged, which would slow the largest runs most."""
 
-    def __init__(self, filesystem: pafs.FileSystem, folder: str, interval_s: float = 0.25) -> None:
+    def __init__(self, filesystem: pafs.FileSystem, folder: str, interval_s: float = 0.25,
+                 first_only: bool = False) -> None:
         self.filesystem = filesystem
         self.folder = folder
         self.interval_s = interval_s
+        self.first_only = first_only
         self.seen: dict[str, tuple[float, int]] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -183,13 +188,15 @@ class OutputWatcher:
             if info.is_file and info.path.endswith(".parquet") and info.path not in self.seen:
                 try:
                     rows = pq.ParquetFile(self.filesystem.open_input_file(info.path)).metadata.num_rows
-                except OSError:  # moved away by the commit in the meantime: seen next time, or never
-                    continue
+                except (OSError, pa.ArrowInvalid):  # moved away by the commit, or still being written
+                    continue                            # (a local folder): seen next time, or never
                 self.seen[info.path] = (now, rows)
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
             self.poll()
+            if self.first_only and self.seen:
+                return
 
     def __enter__(self) -> "OutputWatcher":
         self._thread.start()

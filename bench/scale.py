@@ -234,7 +234,8 @@ def measure_job(input_uri: str, output_uri: str, model_uri: str, count: int, bat
     output = Output(resolve(output_uri, s3), s3)
     ray_start_s = start_ray()
     load_start, rss_before = os.getloadavg(), _rss_mib()
-    with ProcessSampler() as sampler, OutputWatcher(output.fs, output.staging_root) as watcher:
+    watcher = OutputWatcher(output.fs, output.staging_root, first_only=True)  # stops at the first file
+    with ProcessSampler() as sampler, watcher:
         start = time.monotonic()
         summary = run_job(config).summary
         end = time.monotonic()
