@@ -71,8 +71,11 @@ def cluster(ray_cluster, s3):
 @pytest.fixture(params=[sink.ROWS_PER_BUCKET, 2], ids=["one-bucket", "2-rows-per-bucket"])
 def rows_per_bucket(request, monkeypatch) -> int:
     """The hash buckets of the commit check: one, or so small that the paths spread over several
-    buckets and the staged files over several scatter tasks."""
+    buckets and the staged files over several scatter tasks (and, then, one file per footer and copy
+    task)."""
     monkeypatch.setattr(sink, "ROWS_PER_BUCKET", request.param)
+    if request.param == 2:
+        monkeypatch.setattr(sink, "FILES_PER_TASK", 1)
     return request.param
 
 

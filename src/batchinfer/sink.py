@@ -19,6 +19,8 @@ The commit never holds all paths, or all rows, on the driver:
    (a Ray task), or skip; and whether the run is complete. Incomplete: nothing changes, no `_SUCCESS`.
 5. Part files, then the summary, then, last, `_SUCCESS`; the lease is confirmed before the first
    change and right before `_SUCCESS`. A reader that sees `_SUCCESS` sees exactly one row per input.
+   The staging area's listing, the copies and its removal are Ray tasks too: the driver makes no
+   request per staged file (each request leaves some of its memory behind).
 """
 
 from __future__ import annotations
@@ -312,6 +314,12 @@ def read_footers(filesystem: pafs.FileSystem, paths: list[str], staging_root: st
         return list(pool.map(lambda path: read_footer(filesystem, path, staging_root), paths))
 
 
+def copy_files(filesystem: pafs.FileSystem, copies: list[tuple[str, str]]) -> None:
+    """Copy each (source, destination), IO_THREADS at a time (server-side on S3: no data passes here)."""
+    with ThreadPoolExecutor(IO_THREADS) as pool:
+        list(pool.map(lambda copy: filesystem.copy_file(*copy), copies))
+
+
 class Output:
     """The output prefix: its state, its staging area and its commit."""
 
@@ -361,10 +369,10 @@ class Output:
 
     def inspect_staged(self) -> list[StagedFile]:
         """Every staged file's footer facts, read by Ray tasks (FILES_PER_TASK files each, several at a
-        time): one small record per file comes back."""
+        time), after a Ray task lists them: one small record per file comes back."""
         import ray
 
-        paths = self.staged_files()
+        paths = ray.get(ray.remote(**CHECK_TASK)(Output.staged_files).remote(self))
         inspect = ray.remote(**CHECK_TASK)(read_footers)
         chunks = [paths[start:start + FILES_PER_TASK] for start in range(0, len(paths), FILES_PER_TASK)]
         return [file for facts in ray.get([inspect.remote(self.fs, chunk, self.staging_root) for chunk in chunks])
@@ -407,6 +415,8 @@ class Output:
         CommitError, changing nothing, when an input has no result. `still_owner()` raises when this
         run no longer holds the output's lease; it is asked before the first change and again right
         before `_SUCCESS`."""
+        import ray
+
         files = self.inspect_staged()
         candidates, short, example = commit_candidates(files, record)
         checks = self.find_problems(candidates, inputs) if candidates or inputs is not None else BucketChecks()
@@ -430,12 +440,13 @@ class Output:
         write_bytes(self.fs, self.meta.join(SUMMARY), json.dumps(summary, indent=2).encode())
         still_owner()
         write_bytes(self.fs, self.location.join(SUCCESS), b"")
-        self.remove_staging()
+        ray.get(ray.remote(**CHECK_TASK)(Output.remove_staging).remote(self))
         return summary
 
     def _publish(self, plan: CommitPlan, problems: "list[ray.ObjectRef]",
                  facts: dict[str, StagedFile]) -> dict[str, FileTotals]:
-        """Copy (server-side) or rewrite (Ray tasks) each planned part file; return each one's totals."""
+        """Copy (server-side, Ray tasks of FILES_PER_TASK files) or rewrite (a Ray task each) every
+        planned part file; return each one's totals."""
         import ray
 
         totals: dict[str, FileTotals] = {}
@@ -449,8 +460,9 @@ class Output:
             else:
                 rewrites[entry.staged] = rewrite.remote(entry.staged, self.location.join(entry.part), self.fs,
                                                         *problems)
-        with ThreadPoolExecutor(IO_THREADS) as pool:  # server-side copies: no data passes through here
-            list(pool.map(lambda copy: self.fs.copy_file(*copy), copies))
+        copy = ray.remote(**CHECK_TASK)(copy_files)
+        ray.get([copy.remote(self.fs, copies[start:start + FILES_PER_TASK])
+                 for start in range(0, len(copies), FILES_PER_TASK)])
         totals.update(zip(rewrites, ray.get(list(rewrites.values()))))
         return totals
 
