@@ -16,7 +16,7 @@ import pytest
 
 from batchinfer.config import JobConfig
 from batchinfer.pipeline import connect_ray, run_job
-from batchinfer.source import count_skipped, input_dataset, plan_units, skipped_counter
+from batchinfer.source import check_input, count_skipped, input_dataset, plan_units, skipped_counter
 from batchinfer.storage import resolve, s3_filesystem
 from tests.support import run_cli
 
@@ -73,6 +73,15 @@ def test_limit_ends_the_listing_early(ray_cluster, bucket, s3_options) -> None:
     assert len(paths) == 5 and set(paths) <= set(images(bucket))
     non_images = sum(key.endswith(".txt") for key in bucket)
     assert count_skipped(skipped) < non_images / 3, count_skipped(skipped)
+
+
+def test_the_first_page_gives_the_mean_image_size(s3, bucket, s3_options) -> None:
+    """From the listing's own Size fields (no object read): what pipeline.decode_batch sizes decode tasks by."""
+    client = s3.client()
+    for key, size in [("sized/a.jpg", 100), ("sized/b/c.jpg", 300), ("sized/notes.txt", 10**5)]:
+        client.put_object(Bucket=BUCKET, Key=key, Body=b"x" * size)
+    config = JobConfig(input_uri=f"s3://{BUCKET}/sized/", output_uri=f"s3://{BUCKET}/out/", s3=s3_options)
+    assert check_input(config, resolve(config.input_uri, s3_options), []).image_bytes == 200
 
 
 PHOTOS = ["photos/coffee.png", "photos/chelsea.png", "photos/rocket.jpg"]

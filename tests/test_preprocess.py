@@ -14,7 +14,7 @@ from PIL import Image
 from timm.data import create_transform, resolve_data_config
 from torchvision.models import get_model_weights
 
-from batchinfer.preprocess import BadImage, EvalTransform, Preprocessor, decode_image, failure
+from batchinfer.preprocess import READ_AT_ONCE, BadImage, EvalTransform, Preprocessor, decode_image, failure
 from tests.support import photo_dir
 
 PHOTOS = photo_dir()
@@ -132,3 +132,21 @@ def test_batch_turns_failures_into_error_rows(tmp_path: Path) -> None:
     assert out["error"][1] and out["error_kind"][1] == "not_an_image"  # no JPEG signature: no format
     assert out["error"][2].startswith("read failed: FileNotFoundError") and out["error_kind"][2] == "read"
     assert list(out["true_label"]) == ["good", "bad", "missing"]
+
+
+def test_a_batch_larger_than_one_read_keeps_every_row_in_place(tmp_path: Path) -> None:
+    """A decode task of tiny objects takes up to pipeline.DECODE_BATCH_MAX images, read READ_AT_ONCE at a
+    time: every row keeps its own result, whichever read it came in."""
+    size = 2 * READ_AT_ONCE + 3
+    bad = {READ_AT_ONCE - 1, READ_AT_ONCE, size - 1}  # at both edges of a read, and in the last one
+    paths = []
+    for index in range(size):
+        path = tmp_path / f"{index}.png"
+        color = (index % 256, 255 - index % 256, 0)
+        path.write_bytes(b"not an image" if index in bad else encode(Image.new("RGB", (32, 24), color), "PNG"))
+        paths.append(str(path))
+    out = Preprocessor(pafs.LocalFileSystem(), EvalTransform(), "")({"path": np.array(paths, dtype=object)})
+    assert list(out["path"]) == paths
+    assert [index for index, kind in enumerate(out["error_kind"]) if kind] == sorted(bad)
+    for index in set(range(size)) - bad:
+        assert tuple(out["image"][index][112, 112]) == (index % 256, 255 - index % 256, 0)

@@ -1,6 +1,6 @@
 """`batchinfer check`: can this identity read the input and write the output? (the chart's `helm test`)
 
-The same early checks the job runs before any work (storage.resolve/check_bucket, source.first_image),
+The same early checks the job runs before any work (storage.resolve/check_bucket, source.first_images),
 then one read of the first image and a probe object written and deleted under the output prefix, so
 a missing bucket, a wrong key or a read-only role surfaces as one line instead of a failed RayJob.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 
 from batchinfer.config import S3Options
-from batchinfer.source import first_image
+from batchinfer.source import first_images
 from batchinfer.storage import STORAGE_TIMEOUT_S, check_bucket, explain, read_bytes, resolve, write_bytes
 
 PROBE_PREFIX = "_batchinfer-check-"  # starts with "_": Parquet readers skip it, like _SUCCESS
@@ -19,7 +19,7 @@ PROBE_PREFIX = "_batchinfer-check-"  # starts with "_": Parquet readers skip it,
 def check_access(input_uri: str, output_uri: str, s3: S3Options) -> str:
     """Raise UserError naming the first thing that fails; return a one-line report when all pass."""
     source, target = resolve(input_uri, s3), resolve(output_uri, s3)
-    first = first_image(source, s3, STORAGE_TIMEOUT_S, [target.path])
+    first = next(iter(first_images(source, s3, STORAGE_TIMEOUT_S, [target.path])))
     try:
         read_bytes(source.filesystem, first, s3)
     except OSError as exc:

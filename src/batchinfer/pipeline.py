@@ -26,7 +26,9 @@ from batchinfer.source import check_input, count_skipped, input_dataset, skipped
 from batchinfer.staging import StagingDatasink
 from batchinfer.storage import Location, check_bucket, resolve, retry_storage
 
-DECODE_BATCH = 64         # images per decode task batch (one object-store block each)
+DECODE_BATCH = 64         # images per decode task (one object-store block each) for photos (decode_batch)
+DECODE_BATCH_MAX = 256    # ... and for small objects, up to this many
+DECODE_TASK_BYTES = 64 * 90 * 2**10  # object bytes a decode task takes: 64 camera photos of ~90 KiB
 SPLIT_TASKS = 2           # split_blocks tasks at once: each cuts one listing block, in milliseconds
 CPU_DECODE_SHARE = 0.5    # CPUs left beside a CPU inference actor: room for one decode task, never two
 CPU_DECODE_TASK = 0.3     # CPUs per decode task beside a CPU actor
@@ -152,6 +154,7 @@ class Preflight:
 
     source: Location
     images: Location  # where the images are read from: the input, or the store a manifest names
+    decode_batch: int  # images per decode task
     exclude: list[str]  # our own output and its sibling, never inputs
     output: Output
     identity: JobIdentity
@@ -203,7 +206,7 @@ def preflight(config: JobConfig, source: Location, output: Output, started_at: d
     identity = JobIdentity.of(config)
     check_output(output, config.overwrite, config.resume, identity)
     exclude = [output.location.path, output.meta.path]  # our own output, should the input hold it
-    images = check_input(config, source, exclude)  # empty input, no images, bad manifest: one line, now
+    checked = check_input(config, source, exclude)  # empty input, no images, bad manifest: one line, now
     request = ModelRequest(config.model, config.weights, config.categories, config.s3)
     transform = load_model(request).transform  # model, weight and category mistakes surface here
     connect_ray()
@@ -211,8 +214,8 @@ def preflight(config: JobConfig, source: Location, output: Output, started_at: d
     if not retry_storage(lambda: prepare_output(output, config.resume, identity),
                          f"prepare {config.output_uri}", config.storage_timeout_s):
         return None
-    return Preflight(source, images, exclude, output, identity, request, transform, resources, started_at,
-                     time.monotonic() - clock)
+    return Preflight(source, checked.images, decode_batch(checked.image_bytes), exclude, output, identity, request,
+                     transform, resources, started_at, time.monotonic() - clock)
 
 
 def execute(config: JobConfig, ready: Preflight, run_id: str) -> Execution:
@@ -234,7 +237,7 @@ def execute(config: JobConfig, ready: Preflight, run_id: str) -> Execution:
                                 max_image_pixels=config.max_image_pixels, s3=config.s3)
     # Each write task gathers --rows-per-file rows, then writes files of at most that many rows. The
     # driver's memory stays flat however many inputs (driver_memory.py).
-    dataset = build_dataset(config, ready.request, ready.resources, preprocessor, inputs)
+    dataset = build_dataset(config, ready.request, ready.resources, preprocessor, inputs, ready.decode_batch)
     bound_block_stats(dataset.context)
     cap_queued_blocks(dataset.context)
     with heap_trimmed():
@@ -283,6 +286,19 @@ def inference_settings(config: JobConfig, resources: Resources) -> InferenceSett
                              threads=resources.threads, compile=config.compile, batch_size=config.batch_size)
 
 
+def decode_batch(image_bytes: int | None) -> int:
+    """Images per decode task, from the mean size of the input's images (None: unknown, a manifest).
+
+    A task costs the driver and Ray a fixed amount (scheduling, its block's metadata, about 1 KiB of the
+    driver's memory: docs/benchmarks.md), so tasks of tiny objects, which decode in microseconds, take
+    more of them: DECODE_TASK_BYTES of objects, from DECODE_BATCH (photos) to DECODE_BATCH_MAX. However
+    many, a task reads preprocess.READ_AT_ONCE objects at a time (with GPU decode, the JPEGs it passes
+    on stay in its block)."""
+    if not image_bytes:
+        return DECODE_BATCH
+    return max(DECODE_BATCH, min(DECODE_BATCH_MAX, DECODE_TASK_BYTES // image_bytes))
+
+
 def split_blocks(dataset: ray.data.Dataset, rows: int) -> ray.data.Dataset:
     """Blocks of `rows` rows (a listing task's block holds thousands of paths), so decode tasks run in
     parallel and results reach the writer in small steps, as they are classified.
@@ -298,9 +314,10 @@ def split_blocks(dataset: ray.data.Dataset, rows: int) -> ray.data.Dataset:
     return split
 
 
-def build_dataset(config: JobConfig, request: ModelRequest, resources: Resources,
-                  preprocessor: Preprocessor, inputs: ray.data.Dataset) -> ray.data.Dataset:
-    """The Ray Data graph: input URIs (source.input_dataset) → batched decode tasks → inference actor pool.
+def build_dataset(config: JobConfig, request: ModelRequest, resources: Resources, preprocessor: Preprocessor,
+                  inputs: ray.data.Dataset, images_per_decode: int) -> ray.data.Dataset:
+    """The Ray Data graph: input URIs (source.input_dataset) → decode tasks of `images_per_decode` images
+    → inference actor pool.
 
     On CUDA an actor call takes CUDA_ACTOR_BATCH images and runs them in forward batches of
     --batch-size (default by GPU memory), staging the next forward batch while one computes; with two
@@ -311,8 +328,8 @@ def build_dataset(config: JobConfig, request: ModelRequest, resources: Resources
     actor_batch = (max(CUDA_ACTOR_BATCH, config.batch_size or 0) if resources.device == "cuda"
                    else config.batch_size or CPU_BATCH_SIZE)
     dataset = (
-        split_blocks(inputs, DECODE_BATCH)
-        .map_batches(preprocessor, batch_size=DECODE_BATCH, batch_format="numpy",
+        split_blocks(inputs, images_per_decode)
+        .map_batches(preprocessor, batch_size=images_per_decode, batch_format="numpy",
                      num_cpus=resources.decode_cpus)
         .map_batches(Predictor, fn_constructor_kwargs={"request": request, "settings": settings},
                      batch_size=actor_batch, batch_format="numpy",

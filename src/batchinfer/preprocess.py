@@ -28,6 +28,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 _HIGH_BIT_DEPTH_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 JPEG_MAGIC = b"\xff\xd8\xff"
 EXIF_ORIENTATION_TAG = 0x0112
+READ_AT_ONCE = 64  # objects a decode task holds read at once, however many its batch has
 _DEVICE_DECODABLE_MODES = ("RGB", "L")  # CMYK/YCCK JPEGs stay on the CPU path, which converts them right
 # What an error row's `error_kind` says: the object could not be read, has no bytes, is no image format
 # Pillow knows, would decode to more than --max-image-pixels, or is an image that fails to decode.
@@ -218,19 +219,20 @@ class Preprocessor:
         failures: list[Failure | None] = [None] * len(paths)
         jpegs: list[bytes | None] = [None] * len(paths)
         orientations = np.ones(len(paths), dtype=np.int8)
-        payloads = read_many(self.filesystem, list(paths), self.storage_timeout_s, self.s3)
-        for index, payload in enumerate(payloads):
-            if isinstance(payload, Exception):
-                failures[index] = Failure("read", f"read failed: {failure(payload).message}")
-                continue
-            try:
-                orientation = jpeg_orientation(payload, self.max_image_pixels) if self.keep_jpegs else None
-                if orientation is None:
-                    images[index] = self.preprocess(payload)
-                else:
-                    jpegs[index], orientations[index] = payload, orientation
-            except Exception as exc:  # noqa: BLE001 - any undecodable input becomes an error row
-                failures[index] = failure(exc)
+        for start in range(0, len(paths), READ_AT_ONCE):
+            payloads = read_many(self.filesystem, paths[start:start + READ_AT_ONCE], self.storage_timeout_s, self.s3)
+            for index, payload in enumerate(payloads, start):
+                if isinstance(payload, Exception):
+                    failures[index] = Failure("read", f"read failed: {failure(payload).message}")
+                    continue
+                try:
+                    orientation = jpeg_orientation(payload, self.max_image_pixels) if self.keep_jpegs else None
+                    if orientation is None:
+                        images[index] = self.preprocess(payload)
+                    else:
+                        jpegs[index], orientations[index] = payload, orientation
+                except Exception as exc:  # noqa: BLE001 - any undecodable input becomes an error row
+                    failures[index] = failure(exc)
         out = {col.PATH: np.array(uris, dtype=object),
                col.ERROR: np.array([f and f.message for f in failures], dtype=object),
                col.ERROR_KIND: np.array([f and f.kind for f in failures], dtype=object)}

@@ -3,7 +3,8 @@
 The driver never lists the input, and never holds its paths. It does two cheap things:
 
 * `check_input` (before any heavy work) reads the first page of the input and raises the one-line
-  UserError for an input that holds nothing, or no images.
+  UserError for an input that holds nothing, or no images; the page's object sizes tell the pipeline
+  how many images a decode task takes.
 * `plan_units` splits the key space into disjoint *units*, spending at most PLAN_REQUESTS small
   listing requests: a breadth-first "skip scan" over the input directory's entries (with
   `Delimiter="/"`), one character deeper at a time, until there are PLAN_UNITS groups of entries or
@@ -40,6 +41,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
+from typing import NamedTuple
 from urllib.parse import unquote_plus, urlparse
 
 import botocore.exceptions
@@ -127,6 +129,15 @@ class _Group:
     subdirectory: bool = False  # exactly one common prefix: planned as a directory of its own
 
 
+class Page(NamedTuple):
+    """One listing request's answer."""
+
+    keys: list[str]
+    prefixes: list[str]    # common prefixes (with a delimiter)
+    token: str | None      # the next page's continuation token; None: this was the last page
+    sizes: list[int]       # each key's object size in bytes
+
+
 class S3Lister:
     """Pages of one bucket's keys, with boto3 (which sends any key verbatim), retried through outages."""
 
@@ -137,8 +148,7 @@ class S3Lister:
         self.requests = 0
 
     def page(self, prefix: str, delimiter: str | None = None, start_after: str | None = None,
-             token: str | None = None, max_keys: int = PAGE_KEYS) -> tuple[list[str], list[str], str | None]:
-        """(keys, common prefixes, the next page's token or None)."""
+             token: str | None = None, max_keys: int = PAGE_KEYS) -> Page:
         args = {"Bucket": self.bucket, "Prefix": prefix, "MaxKeys": max_keys}
         if delimiter:
             args["Delimiter"] = delimiter
@@ -160,9 +170,10 @@ class S3Lister:
 
         self.requests += 1
         answer = retry_storage(request, f"list s3://{self.bucket}/{prefix}", self.storage_timeout_s)
-        keys = [item["Key"] for item in answer.get("Contents", [])]
-        prefixes = [item["Prefix"] for item in answer.get("CommonPrefixes", [])]
-        return keys, prefixes, answer.get("NextContinuationToken") if answer.get("IsTruncated") else None
+        contents = answer.get("Contents", [])
+        return Page([item["Key"] for item in contents], [item["Prefix"] for item in answer.get("CommonPrefixes", [])],
+                    answer.get("NextContinuationToken") if answer.get("IsTruncated") else None,
+                    [item.get("Size", 0) for item in contents])
 
 
 def _bucket_and_directory(location: Location) -> tuple[str, str]:
@@ -182,8 +193,8 @@ def _children(lister: S3Lister, directory: str, group: str, budget: int
     while True:
         if lister.requests >= budget:
             return None
-        keys, prefixes, token = lister.page(directory + group, "/", start_after=after,
-                                            max_keys=PROBE_KEYS if after is None else 1)
+        keys, prefixes, token, _ = lister.page(directory + group, "/", start_after=after,
+                                               max_keys=PROBE_KEYS if after is None else 1)
         first_page_full = first_page_full or (after is None and token is not None)
         for key in sorted(keys + prefixes):
             child = key[len(directory):len(directory) + len(group) + 1]
@@ -273,7 +284,7 @@ def unit_keys(unit: Unit, lister: S3Lister | None) -> Iterator[list[str]]:
         return
     token, after = None, unit.after
     while True:
-        keys, prefixes, token = lister.page(unit.directory, "/", start_after=after, token=token)
+        keys, prefixes, token, _ = lister.page(unit.directory, "/", start_after=after, token=token)
         yield [key for key in keys if in_range(key, unit.after, unit.upto)]
         for prefix in prefixes:
             if in_range(prefix, unit.after, unit.upto):
@@ -286,7 +297,7 @@ def unit_keys(unit: Unit, lister: S3Lister | None) -> Iterator[list[str]]:
 def _tree_keys(lister: S3Lister, prefix: str) -> Iterator[list[str]]:
     token = None
     while True:
-        keys, _, token = lister.page(prefix, token=token)
+        keys, _, token, _ = lister.page(prefix, token=token)
         yield keys
         if token is None:
             return
@@ -345,49 +356,65 @@ def is_manifest(uri: str) -> bool:
     return uri.lower().endswith(MANIFEST_SUFFIXES)
 
 
-def check_input(config: JobConfig, source: Location, exclude_prefixes: list[str]) -> Location:
+@dataclass(frozen=True)
+class CheckedInput:
+    """What `check_input` learned: where the images are read from (the input, or the store a manifest
+    names) and the mean size of the images on the input's first listing page (None for a manifest)."""
+
+    images: Location
+    image_bytes: int | None
+
+
+def check_input(config: JobConfig, source: Location, exclude_prefixes: list[str]) -> CheckedInput:
     """Before any heavy work: the one-line UserError for an input that is empty, holds no images, or
-    (a manifest) cannot be read as one. Reads a page, or a manifest's schema and first rows. Returns
-    where the images are read from: the input itself, or the store a manifest's entries name."""
+    (a manifest) cannot be read as one. Reads a page, or a manifest's schema and first rows."""
     if is_manifest(config.input_uri):
         scheme = manifest_head(config, source).scheme
-        return Location(s3_filesystem(config.s3) if scheme == "s3" else pafs.LocalFileSystem(), "", scheme)
+        return CheckedInput(Location(s3_filesystem(config.s3) if scheme == "s3" else pafs.LocalFileSystem(), "",
+                                     scheme), None)
     if config.path_column or config.key_column:
         raise UserError("--path-column and --key-column name columns of a manifest: give --input a .parquet or "
                         ".csv file of object URIs, or leave them out")
-    first_image(source, config.s3, config.storage_timeout_s, exclude_prefixes)
-    return source
+    first = first_images(source, config.s3, config.storage_timeout_s, exclude_prefixes)
+    return CheckedInput(source, round(sum(first.values()) / len(first)))
 
 
-def first_image(source: Location, options: S3Options, storage_timeout_s: float,
-                exclude_prefixes: list[str]) -> str:
-    """The input's first image path, found from its first page (or as few pages as it takes);
-    UserError when it holds nothing, or no images."""
+def first_images(source: Location, options: S3Options, storage_timeout_s: float,
+                 exclude_prefixes: list[str]) -> dict[str, int]:
+    """The images of the input's first page that holds any (as few pages as it takes), path -> size in
+    bytes, in listing order; UserError when the input holds nothing, or no images."""
     check_bucket(source, options)
     files = 0
-    for keys in _first_keys(source, options, storage_timeout_s):
-        paths = [key for key in keys if not is_excluded(key, exclude_prefixes)]
-        files += len(paths)
-        for path in paths:
-            if is_image(path):
-                return path
+    for entries in _first_entries(source, options, storage_timeout_s):
+        kept = {path: size for path, size in entries if not is_excluded(path, exclude_prefixes)}
+        files += len(kept)
+        images = {path: size for path, size in kept.items() if is_image(path)}
+        if images:
+            return images
     what = "nothing" if not files else f"{files} objects but no images"
     raise UserError(f"found {what} under {source.uri()}: check the input prefix (images must end in "
                     f"{', '.join(sorted(IMAGE_EXTENSIONS))})")
 
 
-def _first_keys(source: Location, options: S3Options, storage_timeout_s: float) -> Iterator[list[str]]:
-    """The input's paths a page at a time, until the caller stops asking (usually after the first)."""
+def _first_entries(source: Location, options: S3Options, storage_timeout_s: float
+                   ) -> Iterator[list[tuple[str, int]]]:
+    """The input's (path, size) a page at a time, until the caller stops asking (usually after the first)."""
     if source.scheme != "s3":
         if not os.path.isdir(source.path):
             return
-        yield from _walk_files(source.path, recursive=True)
+        for paths in _walk_files(source.path, recursive=True):
+            yield [(path, os.path.getsize(path)) for path in paths]
         return
     bucket, directory = _bucket_and_directory(source)
     lister = S3Lister(options, bucket, storage_timeout_s)
+    token = None
     try:
-        for keys in _tree_keys(lister, directory):
-            yield [f"{bucket}/{key}" for key in keys]
+        while True:
+            page = lister.page(directory, token=token)
+            yield [(f"{bucket}/{key}", size) for key, size in zip(page.keys, page.sizes)]
+            if page.token is None:
+                return
+            token = page.token
     except (OSError, botocore.exceptions.ClientError) as exc:
         raise explain(exc, source.uri(), options) from None
 

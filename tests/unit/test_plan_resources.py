@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from batchinfer.config import JobConfig, UserError
-from batchinfer.pipeline import (CPU_DECODE_SHARE, CPU_DECODE_TASK, CPU_WRITE_TASK, Resources, inference_device,
-                                 place_inference)
+from batchinfer.pipeline import (CPU_DECODE_SHARE, CPU_DECODE_TASK, CPU_WRITE_TASK, DECODE_BATCH, DECODE_BATCH_MAX,
+                                 DECODE_TASK_BYTES, Resources, decode_batch, inference_device, place_inference)
 
 JOB = {"input_uri": "s3://b/in/", "output_uri": "s3://b/out/"}
 
@@ -66,3 +66,14 @@ def test_cpu_explicit_settings_win() -> None:
 def test_cpu_without_a_node_that_can_hold_an_actor_is_a_user_error(node_cpus) -> None:
     with pytest.raises(UserError, match="no CPUs to run inference on: give worker nodes CPUs"):
         place_inference(config(), "cpu", 0, node_cpus)
+
+
+@pytest.mark.parametrize(("image_bytes", "expected"), [
+    (None, DECODE_BATCH),                       # a manifest: sizes unknown
+    (95_409, DECODE_BATCH),                     # camera photos (~100 KB, bench/photos.py)
+    (4_000_000, DECODE_BATCH),                  # large photos: never fewer
+    (DECODE_TASK_BYTES // 100, 100),            # in between: DECODE_TASK_BYTES of objects
+    (686, DECODE_BATCH_MAX),                    # tiny objects (bench/scale.py): as many as a task takes
+])
+def test_decode_tasks_take_more_images_when_the_objects_are_small(image_bytes, expected) -> None:
+    assert decode_batch(image_bytes) == expected
