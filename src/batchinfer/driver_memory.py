@@ -4,12 +4,13 @@ Three things grew with the number of inputs although nothing the job needs did:
 
 - **Ray Data's per-block stats.** Every operator keeps a `BlockStats` record (row count, size, timings,
   node) for every block it outputs, in the driver, for the dataset's stats summary (Ray 2.60:
-  `MapOperator._get_next_inner` appends to `_output_blocks_stats`). With 64-image blocks that is three
-  records per 64 images: about 50 MiB at 1 M images, 5 GiB at 100 M. `BoundedBlockStats` keeps the
+  `MapOperator._get_next_inner` appends to `_output_blocks_stats`). With 64-image blocks (photos) that is
+  three records per 64 images: about 50 MiB at 1 M images, 5 GiB at 100 M. `BoundedBlockStats` keeps the
   newest STATS_KEPT per operator; the summary then describes those blocks only.
 - **Queued blocks of paths.** The listing runs far ahead of decode, and the split cuts its output into
-  64-path blocks of a few KiB each. Ray Data's backpressure counts bytes, so thousands of them queued
-  ahead of decode, each costing the driver about 10 KiB of bookkeeping (its ObjectRef, metadata and
+  blocks of 64–256 paths (pipeline.decode_batch), a few KiB each. Ray Data's backpressure counts
+  bytes, so thousands of them queued ahead of decode, each costing the driver about 10 KiB of
+  bookkeeping (its ObjectRef, metadata and
   schema): about 45 MiB at 1 M images on CPU, where the object-store limit finally stopped them, and
   nothing stopped them on GPU. `QueuedBlocksCap`, a backpressure policy added to Ray Data's own,
   holds an operator back while QUEUED_BLOCKS of its blocks wait for its consumers.
@@ -42,7 +43,7 @@ TRIM_INTERVAL_S = 5.0  # a trim walks the arenas in milliseconds
 HEAP_ARENAS = 2        # glibc malloc arenas the driver's threads share (glibc's default: 8 per core)
 M_ARENA_MAX = -8       # mallopt's parameter for the arena cap (glibc's malloc.h)
 STATS_KEPT = 100       # BlockStats kept per operator (the newest)
-QUEUED_BLOCKS = 1000   # blocks an operator may have waiting for its consumers: 64,000 images ahead of decode
+QUEUED_BLOCKS = 1000   # blocks an operator may have waiting for its consumers: 64,000–256,000 paths ahead of decode
 
 
 class QueuedBlocksCap(BackpressurePolicy):
