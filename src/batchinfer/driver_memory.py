@@ -10,9 +10,8 @@ Three things grew with the number of inputs although nothing the job needs did:
 - **Queued blocks of paths.** The listing runs far ahead of decode, and the split cuts its output into
   blocks of 64–256 paths (pipeline.decode_batch), a few KiB each. Ray Data's backpressure counts
   bytes, so thousands of them queued ahead of decode, each costing the driver about 10 KiB of
-  bookkeeping (its ObjectRef, metadata and
-  schema): about 45 MiB at 1 M images on CPU, where the object-store limit finally stopped them, and
-  nothing stopped them on GPU. `QueuedBlocksCap`, a backpressure policy added to Ray Data's own,
+  bookkeeping (its ObjectRef, metadata and schema): about 45 MiB at 1 M images on CPU, where the
+  object-store limit finally stopped them, and nothing stopped them on GPU. `QueuedBlocksCap`, a backpressure policy added to Ray Data's own,
   holds an operator back while QUEUED_BLOCKS of its blocks wait for its consumers.
 - **The heap's freed pages.** The scheduling loop's short-lived allocations, made from several
   threads, leave free chunks scattered through glibc's arenas, which glibc does not return to the OS
