@@ -75,13 +75,16 @@ def test_limit_ends_the_listing_early(ray_cluster, bucket, s3_options) -> None:
     assert count_skipped(skipped) < non_images / 3, count_skipped(skipped)
 
 
-def test_the_first_page_gives_the_mean_image_size(s3, bucket, s3_options) -> None:
-    """From the listing's own Size fields (no object read): what pipeline.decode_batch sizes decode tasks by."""
+def test_the_first_pages_give_the_number_and_mean_size_of_images(s3, bucket, s3_options) -> None:
+    """From the listing's own Size fields (no object read), over up to SAMPLE_PAGES pages: what
+    pipeline.decode_batch sizes decode tasks by."""
     client = s3.client()
     for key, size in [("sized/a.jpg", 100), ("sized/b/c.jpg", 300), ("sized/notes.txt", 10**5)]:
         client.put_object(Bucket=BUCKET, Key=key, Body=b"x" * size)
-    config = JobConfig(input_uri=f"s3://{BUCKET}/sized/", output_uri=f"s3://{BUCKET}/out/", s3=s3_options)
-    assert check_input(config, resolve(config.input_uri, s3_options), []).image_bytes == 200
+    for prefix, images, mean in [("sized/", 2, 200), ("in/flat/", FLAT * 3 // 4, 1)]:  # flat: three pages
+        config = JobConfig(input_uri=f"s3://{BUCKET}/{prefix}", output_uri=f"s3://{BUCKET}/out/", s3=s3_options)
+        checked = check_input(config, resolve(config.input_uri, s3_options), [])
+        assert (checked.sampled_images, checked.image_bytes) == (images, mean)
 
 
 PHOTOS = ["photos/coffee.png", "photos/chelsea.png", "photos/rocket.jpg"]

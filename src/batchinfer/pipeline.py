@@ -29,6 +29,7 @@ from batchinfer.storage import Location, check_bucket, resolve, retry_storage
 DECODE_BATCH = 64         # images per decode task (one object-store block each) for photos (decode_batch)
 DECODE_BATCH_MAX = 256    # ... and for small objects, up to this many
 DECODE_TASK_BYTES = 64 * 90 * 2**10  # object bytes a decode task takes: 64 camera photos of ~90 KiB
+DECODE_SPREAD = 16        # ... and at most 1/16 of the images preflight saw: a small input still spreads
 SPLIT_TASKS = 2           # split_blocks tasks at once: each cuts one listing block, in milliseconds
 CPU_DECODE_SHARE = 0.5    # CPUs left beside a CPU inference actor: room for one decode task, never two
 CPU_DECODE_TASK = 0.3     # CPUs per decode task beside a CPU actor
@@ -214,8 +215,8 @@ def preflight(config: JobConfig, source: Location, output: Output, started_at: d
     if not retry_storage(lambda: prepare_output(output, config.resume, identity),
                          f"prepare {config.output_uri}", config.storage_timeout_s):
         return None
-    return Preflight(source, checked.images, decode_batch(checked.image_bytes), exclude, output, identity, request,
-                     transform, resources, started_at, time.monotonic() - clock)
+    return Preflight(source, checked.images, decode_batch(checked.image_bytes, checked.sampled_images), exclude,
+                     output, identity, request, transform, resources, started_at, time.monotonic() - clock)
 
 
 def execute(config: JobConfig, ready: Preflight, run_id: str) -> Execution:
@@ -286,17 +287,21 @@ def inference_settings(config: JobConfig, resources: Resources) -> InferenceSett
                              threads=resources.threads, compile=config.compile, batch_size=config.batch_size)
 
 
-def decode_batch(image_bytes: int | None) -> int:
-    """Images per decode task, from the mean size of the input's images (None: unknown, a manifest).
+def decode_batch(image_bytes: int | None, sampled_images: int | None) -> int:
+    """Images per decode task, from the images on the input's first listing pages (source.check_input):
+    their mean size and how many (None: unknown, a manifest).
 
     A task costs the driver and Ray a fixed amount (scheduling, its block's metadata, about 1 KiB of the
     driver's memory: docs/benchmarks.md), so tasks of tiny objects, which decode in microseconds, take
-    more of them: DECODE_TASK_BYTES of objects, from DECODE_BATCH (photos) to DECODE_BATCH_MAX. However
-    many, a task reads preprocess.READ_AT_ONCE objects at a time (with GPU decode, the JPEGs it passes
-    on stay in its block)."""
-    if not image_bytes:
+    more of them: DECODE_TASK_BYTES of objects, from DECODE_BATCH (photos) to DECODE_BATCH_MAX. A decode
+    task's block goes whole to one actor call, so a task takes at most 1/DECODE_SPREAD of the images
+    seen: an input of a few thousand images still makes enough calls to spread over the actor pool as
+    it grows, and to stream to the output. However many, a task reads preprocess.READ_AT_ONCE objects
+    at a time (with GPU decode, the JPEGs it passes on stay in its block)."""
+    if not image_bytes or not sampled_images:
         return DECODE_BATCH
-    return max(DECODE_BATCH, min(DECODE_BATCH_MAX, DECODE_TASK_BYTES // image_bytes))
+    return max(DECODE_BATCH, min(DECODE_BATCH_MAX, DECODE_TASK_BYTES // image_bytes,
+                                 sampled_images // DECODE_SPREAD))
 
 
 def split_blocks(dataset: ray.data.Dataset, rows: int) -> ray.data.Dataset:

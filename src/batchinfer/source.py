@@ -3,8 +3,8 @@
 The driver never lists the input, and never holds its paths. It does two cheap things:
 
 * `check_input` (before any heavy work) reads the first page of the input and raises the one-line
-  UserError for an input that holds nothing, or no images; the page's object sizes tell the pipeline
-  how many images a decode task takes.
+  UserError for an input that holds nothing, or no images; the first pages' image count and object
+  sizes tell the pipeline how many images a decode task takes.
 * `plan_units` splits the key space into disjoint *units*, spending at most PLAN_REQUESTS small
   listing requests: a breadth-first "skip scan" over the input directory's entries (with
   `Delimiter="/"`), one character deeper at a time, until there are PLAN_UNITS groups of entries or
@@ -67,6 +67,7 @@ LIST_TASK_CPUS = 0.1      # a listing task waits on the store; it must not crowd
 LIST_TASKS_AT_ONCE = 4    # listing tasks running at once (each a worker process): ~10k keys/s each on S3,
                           # far ahead of inference; unbounded, 0.1-CPU tasks filled a node with processes
 AFTER_ALL = "\U0010ffff"  # sorts after every character: `p + AFTER_ALL` is after every key starting with p
+SAMPLE_PAGES = 4          # listing pages check_input reads for the images' number and sizes (pipeline.decode_batch)
 MANIFEST_SUFFIXES = (".parquet", ".csv", ".txt", "manifest.json")
 OUTPUT_KEY_COLUMN = "key"
 
@@ -359,10 +360,12 @@ def is_manifest(uri: str) -> bool:
 @dataclass(frozen=True)
 class CheckedInput:
     """What `check_input` learned: where the images are read from (the input, or the store a manifest
-    names) and the mean size of the images on the input's first listing page (None for a manifest)."""
+    names), and the images on the input's first SAMPLE_PAGES listing pages: how many, and their mean
+    size (both None for a manifest)."""
 
     images: Location
-    image_bytes: int | None
+    image_bytes: int | None = None
+    sampled_images: int | None = None
 
 
 def check_input(config: JobConfig, source: Location, exclude_prefixes: list[str]) -> CheckedInput:
@@ -371,26 +374,28 @@ def check_input(config: JobConfig, source: Location, exclude_prefixes: list[str]
     if is_manifest(config.input_uri):
         scheme = manifest_head(config, source).scheme
         return CheckedInput(Location(s3_filesystem(config.s3) if scheme == "s3" else pafs.LocalFileSystem(), "",
-                                     scheme), None)
+                                     scheme))
     if config.path_column or config.key_column:
         raise UserError("--path-column and --key-column name columns of a manifest: give --input a .parquet or "
                         ".csv file of object URIs, or leave them out")
-    first = first_images(source, config.s3, config.storage_timeout_s, exclude_prefixes)
-    return CheckedInput(source, round(sum(first.values()) / len(first)))
+    first = first_images(source, config.s3, config.storage_timeout_s, exclude_prefixes, SAMPLE_PAGES)
+    return CheckedInput(source, round(sum(first.values()) / len(first)), len(first))
 
 
 def first_images(source: Location, options: S3Options, storage_timeout_s: float,
-                 exclude_prefixes: list[str]) -> dict[str, int]:
-    """The images of the input's first page that holds any (as few pages as it takes), path -> size in
-    bytes, in listing order; UserError when the input holds nothing, or no images."""
+                 exclude_prefixes: list[str], pages: int = 1) -> dict[str, int]:
+    """The images of the input's first `pages` pages, or of as many more as it takes to find one, path ->
+    size in bytes, in listing order; UserError when the input holds nothing, or no images."""
     check_bucket(source, options)
-    files = 0
-    for entries in _first_entries(source, options, storage_timeout_s):
+    files, images = 0, {}
+    for read, entries in enumerate(_first_entries(source, options, storage_timeout_s), 1):
         kept = {path: size for path, size in entries if not is_excluded(path, exclude_prefixes)}
         files += len(kept)
-        images = {path: size for path, size in kept.items() if is_image(path)}
-        if images:
+        images |= {path: size for path, size in kept.items() if is_image(path)}
+        if images and read >= pages:
             return images
+    if images:
+        return images
     what = "nothing" if not files else f"{files} objects but no images"
     raise UserError(f"found {what} under {source.uri()}: check the input prefix (images must end in "
                     f"{', '.join(sorted(IMAGE_EXTENSIONS))})")

@@ -96,14 +96,14 @@ def test_empty_or_imageless_directory_is_one_line_before_any_work(tmp_path) -> N
         check_input(JobConfig(str(tmp_path / "docs"), "out"), resolve(str(tmp_path / "docs"), JobConfig("x", "y").s3), [])
 
 
-def test_check_input_gives_the_mean_size_of_the_first_page_images(tmp_path) -> None:
+def test_check_input_gives_the_number_and_mean_size_of_the_first_images(tmp_path) -> None:
     """The decode batch is sized from these (pipeline.decode_batch); non-images and our output don't count."""
     (tmp_path / "in" / "out").mkdir(parents=True)
     for name, size in [("a.jpg", 1000), ("b.png", 3000), ("notes.txt", 10**6), ("out/c.jpg", 10**6)]:
         (tmp_path / "in" / name).write_bytes(b"x" * size)
     uri = str(tmp_path / "in")
     checked = check_input(JobConfig(uri, "out"), resolve(uri, JobConfig("x", "y").s3), [str(tmp_path / "in" / "out")])
-    assert checked.image_bytes == 2000 and checked.images.path == uri
+    assert (checked.image_bytes, checked.sampled_images, checked.images.path) == (2000, 2, uri)
 
 
 def _config(uri: str, **flags) -> JobConfig:

@@ -7,7 +7,7 @@ import pytest
 
 from batchinfer.config import JobConfig, UserError
 from batchinfer.pipeline import (CPU_DECODE_SHARE, CPU_DECODE_TASK, CPU_WRITE_TASK, DECODE_BATCH, DECODE_BATCH_MAX,
-                                 DECODE_TASK_BYTES, Resources, decode_batch, inference_device, place_inference)
+                                 DECODE_SPREAD, DECODE_TASK_BYTES, Resources, decode_batch, inference_device, place_inference)
 
 JOB = {"input_uri": "s3://b/in/", "output_uri": "s3://b/out/"}
 
@@ -68,12 +68,14 @@ def test_cpu_without_a_node_that_can_hold_an_actor_is_a_user_error(node_cpus) ->
         place_inference(config(), "cpu", 0, node_cpus)
 
 
-@pytest.mark.parametrize(("image_bytes", "expected"), [
-    (None, DECODE_BATCH),                       # a manifest: sizes unknown
-    (95_409, DECODE_BATCH),                     # camera photos (~100 KB, bench/photos.py)
-    (4_000_000, DECODE_BATCH),                  # large photos: never fewer
-    (DECODE_TASK_BYTES // 100, 100),            # in between: DECODE_TASK_BYTES of objects
-    (686, DECODE_BATCH_MAX),                    # tiny objects (bench/scale.py): as many as a task takes
+@pytest.mark.parametrize(("image_bytes", "sampled", "expected"), [
+    (None, None, DECODE_BATCH),                     # a manifest: sizes unknown
+    (95_409, 4000, DECODE_BATCH),                   # camera photos (~100 KB, bench/photos.py)
+    (4_000_000, 4000, DECODE_BATCH),                # large photos: never fewer
+    (DECODE_TASK_BYTES // 100, 4000, 100),          # in between: DECODE_TASK_BYTES of objects
+    (686, 4000, 4000 // DECODE_SPREAD),             # tiny objects (bench/scale.py), four full pages seen
+    (686, 10**6, DECODE_BATCH_MAX),                 # (a local directory's page may be longer)
+    (686, 900, DECODE_BATCH),                       # a small input: many tasks, many actor calls
 ])
-def test_decode_tasks_take_more_images_when_the_objects_are_small(image_bytes, expected) -> None:
-    assert decode_batch(image_bytes) == expected
+def test_decode_tasks_take_more_images_when_the_objects_are_small(image_bytes, sampled, expected) -> None:
+    assert decode_batch(image_bytes, sampled) == expected
