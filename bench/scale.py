@@ -194,10 +194,16 @@ def _rss_mib() -> float:
         return round(int(next(line for line in status if line.startswith("VmRSS:")).split()[1]) / 1024, 1)
 
 
-def _driver_figures(sampler: ProcessSampler, images: int, wall_s: float) -> dict:
+def _high_water_mib() -> float:
+    """This process's RSS high-water mark so far, as the kernel keeps it."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _driver_figures(sampler: ProcessSampler, images: int, wall_s: float, high_water_mib: float) -> dict:
+    """The driver's figures over the stage: `high_water_mib` read when the stage returned, before
+    ray.shutdown(), whose own memory the stage does not include (it is recorded apart)."""
     peak = sampler.peak()
     # The kernel's high-water mark, or a sample above it (per-thread RSS counters reach it late).
-    high_water_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"whole_run_s": round(wall_s, 3), "whole_run_images_per_s": round(images / wall_s, 2),
             "driver_peak_rss_mib": round(max(high_water_mib, peak["driver_peak_rss_mib"]), 1),
             "driver_peak_rss_mib_sampled": peak["driver_peak_rss_mib"],
@@ -239,6 +245,7 @@ def measure_job(input_uri: str, output_uri: str, model_uri: str, count: int, bat
         start = time.monotonic()
         summary = run_job(config).summary
         end = time.monotonic()
+    high_water_mib = _high_water_mib()
     ray.shutdown()
     timed = "startup_s" in summary and "pipeline_s" in summary  # the job's own split, where it gives one
     pipeline_end = start + summary["startup_s"] + summary["pipeline_s"] if timed else end
@@ -251,7 +258,8 @@ def measure_job(input_uri: str, output_uri: str, model_uri: str, count: int, bat
             "job_startup_s": summary.get("startup_s"), "job_pipeline_s": summary.get("pipeline_s"),
             "job_images_per_s": summary.get("images_per_s"), "ray_start_s": ray_start_s,
             "driver_rss_before_mib": rss_before,
-            **_driver_figures(sampler, count, end - start),
+            **_driver_figures(sampler, count, end - start, high_water_mib),
+            "driver_high_water_after_shutdown_mib": round(_high_water_mib(), 1),
             "load_avg_1_5_15_at_start": [round(x, 2) for x in load_start],
             "load_avg_1_5_15_at_end": [round(x, 2) for x in os.getloadavg()]}
 
@@ -269,10 +277,12 @@ def measure_read_images(input_uri: str, count: int) -> dict:
             first_s = first_s if first_s is not None else time.monotonic() - start
             rows += len(batch["image"])
         end = time.monotonic()
+    high_water_mib = _high_water_mib()
     ray.shutdown()
     return {"images": count, "rows_read": rows, "first_row_s": round(first_s, 3) if first_s is not None else None,
             "ray_start_s": ray_start_s, "driver_rss_before_mib": rss_before,
-            **_driver_figures(sampler, count, end - start),
+            **_driver_figures(sampler, count, end - start, high_water_mib),
+            "driver_high_water_after_shutdown_mib": round(_high_water_mib(), 1),
             "load_avg_1_5_15_at_start": [round(x, 2) for x in load_start],
             "load_avg_1_5_15_at_end": [round(x, 2) for x in os.getloadavg()]}
 

@@ -45,6 +45,7 @@ def test_scale_stage_writes_every_figure(tmp_path: Path) -> None:
         # The driver's kernel high-water mark is at least any sample of it; the tree holds the driver.
         assert 0 < stage["driver_peak_rss_mib_sampled"] <= stage["driver_peak_rss_mib"]
         assert 0 < stage["driver_rss_before_mib"] <= stage["driver_peak_rss_mib"]
+        assert stage["driver_rss_before_mib"] <= stage["driver_high_water_after_shutdown_mib"]
         # Where in the run the driver grew: its peak in each tenth of the sampled time.
         by_tenth = stage["driver_peak_rss_mib_by_tenth"]
         assert len(by_tenth) == 10 and max(by_tenth) == stage["driver_peak_rss_mib_sampled"]
