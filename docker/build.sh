@@ -68,7 +68,7 @@ fill_wheelhouse() {
     local log="$ROOT/.cache/wheelhouse.log"
     rm -f "$stamp"
     if ! "$HOST_PYTHON" -m pip download --disable-pip-version-check -q --only-binary=:all: \
-            -c "$ROOT/constraints.txt" -d "$WHEEL_DIR" "$ROOT[timm]" "setuptools>=68" wheel >"$log" 2>&1; then
+            -c "$ROOT/constraints.txt" -d "$WHEEL_DIR" "$ROOT[timm]" "setuptools>=77" wheel >"$log" 2>&1; then
         grep -v "is ignored: it is neither a file nor a directory" "$log" >&2; return 1
     fi
     echo "$key" > "$stamp"

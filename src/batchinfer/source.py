@@ -281,7 +281,7 @@ def unit_keys(unit: Unit, lister: S3Lister | None) -> Iterator[list[str]]:
         yield from _walk_files(unit.directory, recursive=unit.kind == "tree")
         return
     if unit.kind == "tree":
-        yield from _tree_keys(lister, unit.directory)
+        yield from (page.keys for page in _tree_pages(lister, unit.directory))
         return
     token, after = None, unit.after
     while True:
@@ -289,19 +289,21 @@ def unit_keys(unit: Unit, lister: S3Lister | None) -> Iterator[list[str]]:
         yield [key for key in keys if in_range(key, unit.after, unit.upto)]
         for prefix in prefixes:
             if in_range(prefix, unit.after, unit.upto):
-                yield from _tree_keys(lister, prefix)
+                yield from (page.keys for page in _tree_pages(lister, prefix))
         past_the_end = unit.upto is not None and any(key > unit.upto for key in keys + prefixes)
         if token is None or past_the_end:
             return
 
 
-def _tree_keys(lister: S3Lister, prefix: str) -> Iterator[list[str]]:
+def _tree_pages(lister: S3Lister, prefix: str) -> Iterator[Page]:
+    """Every page of the keys under `prefix` (no delimiter: the whole tree), following the continuation."""
     token = None
     while True:
-        keys, _, token, _ = lister.page(prefix, token=token)
-        yield keys
-        if token is None:
+        page = lister.page(prefix, token=token)
+        yield page
+        if page.token is None:
             return
+        token = page.token
 
 
 @ray.remote(num_cpus=0)
@@ -412,14 +414,9 @@ def _first_entries(source: Location, options: S3Options, storage_timeout_s: floa
         return
     bucket, directory = _bucket_and_directory(source)
     lister = S3Lister(options, bucket, storage_timeout_s)
-    token = None
     try:
-        while True:
-            page = lister.page(directory, token=token)
+        for page in _tree_pages(lister, directory):
             yield [(f"{bucket}/{key}", size) for key, size in zip(page.keys, page.sizes)]
-            if page.token is None:
-                return
-            token = page.token
     except (OSError, botocore.exceptions.ClientError) as exc:
         raise explain(exc, source.uri(), options) from None
 
