@@ -23,7 +23,7 @@ from batchinfer.preprocess import Preprocessor
 from batchinfer.report import write_report
 from batchinfer.sink import JobIdentity, Output, WriteRecord, check_output, exclude_finished, prepare_output
 from batchinfer.source import check_input, count_skipped, input_dataset, skipped_counter
-from batchinfer.staging import StagingDatasink
+from batchinfer.staging import StagingDatasink, write_streamed
 from batchinfer.storage import Location, check_bucket, resolve, retry_storage
 
 DECODE_BATCH = 64         # images per decode task (one object-store block each) for photos (decode_batch)
@@ -242,7 +242,7 @@ def execute(config: JobConfig, ready: Preflight, run_id: str) -> Execution:
     bound_block_stats(dataset.context)
     cap_queued_blocks(dataset.context)
     with heap_trimmed():
-        dataset.write_datasink(staging, ray_remote_args={"num_cpus": ready.resources.write_cpus})
+        write_streamed(dataset, staging, ray_remote_args={"num_cpus": ready.resources.write_cpus})
     return Execution(staging.record, resumed_inputs, time.monotonic() - clock, count_skipped(skipped))
 
 

@@ -1,5 +1,6 @@
 """The write stage: Ray Data's Parquet datasink into this run's staging area, keeping a record of what
-each write task staged (the commit checks the staged files' footers against it)."""
+each write task staged (the commit checks the staged files' footers against it), run so that the driver
+does not keep every write task's result until the end (`write_streamed`)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,14 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 import pyarrow.fs as pafs
+import ray
+from ray.data import Dataset, TaskPoolStrategy
 from ray.data.block import Block, BlockAccessor
-from ray.data.datasource import FilenameProvider, WriteResult
+from ray.data.datasource import Datasink, FilenameProvider, WriteResult
+from ray.data.datasource.datasink import _gen_datasink_write_result
 from ray.data._internal.datasource.parquet_datasink import ParquetDatasink
+from ray.data._internal.logical.interfaces import LogicalPlan
+from ray.data._internal.logical.operators import Write
 
 from batchinfer.sink import WriteRecord
 
@@ -48,3 +54,27 @@ class StagingDatasink(ParquetDatasink):
                 rows_by_task[each["task"]] = each["rows"]
         self.record = WriteRecord(self.run_id, rows_by_task)
 
+
+
+def write_streamed(dataset: Dataset, datasink: Datasink, ray_remote_args: dict) -> None:
+    """Write `dataset` to `datasink` as `Dataset.write_datasink` does (Ray Data's own Write operator,
+    the datasink's on_write_start / on_write_complete / on_write_failed), without its `materialize()`.
+
+    `write_datasink` (Ray 2.60) materializes the write, so the driver holds every write task's result
+    block (its ObjectRef, metadata and schema: about 12 KiB each, measured) until the last write
+    ends: 12 MiB per 1,000 write tasks, 1.2 GiB at 100 M images of 1,000-row files. Here each result
+    is read as its task finishes and its block dropped; only the datasink's write returns stay.
+    Ray's SaveMode.IGNORE (skip the write when the path exists) is not handled: the staging area is
+    new for every run."""
+    write = Write(datasink, input_dependencies=[dataset._logical_plan.dag], ray_remote_args=ray_remote_args,
+                  compute=TaskPoolStrategy())
+    written = Dataset._from_parent(dataset, LogicalPlan(write, dataset.context))
+    results: list[WriteResult] = []
+    try:
+        datasink.on_write_start()
+        for bundle in written.iter_internal_ref_bundles():
+            results.append(_gen_datasink_write_result(ray.get(bundle.block_refs)))
+        datasink.on_write_complete(WriteResult.combine(*results))
+    except Exception as error:
+        datasink.on_write_failed(error)
+        raise
