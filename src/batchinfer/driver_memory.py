@@ -22,6 +22,9 @@ Three things grew with the number of inputs although nothing the job needs did:
   Ray Data's executor, the commit's copy pool) each fragment theirs. `limit_heap_arenas` makes them
   share HEAP_ARENAS (glibc's M_ARENA_MAX, the `MALLOC_ARENA_MAX` variable). On a C library without
   these (musl, macOS) both do nothing.
+
+A fourth, the write tasks' results, which Ray Data's `write_datasink` keeps to the end, is
+`staging.write_streamed`'s.
 """
 
 from __future__ import annotations

@@ -61,9 +61,10 @@ def write_streamed(dataset: Dataset, datasink: Datasink, ray_remote_args: dict) 
     the datasink's on_write_start / on_write_complete / on_write_failed), without its `materialize()`.
 
     `write_datasink` (Ray 2.60) materializes the write, so the driver holds every write task's result
-    block (its ObjectRef, metadata and schema: about 12 KiB each, measured) until the last write
-    ends: 12 MiB per 1,000 write tasks, 1.2 GiB at 100 M images of 1,000-row files. Here each result
-    is read as its task finishes and its block dropped; only the datasink's write returns stay.
+    block (its ObjectRef, metadata and schema) until the last write ends: about 8 KiB of driver per
+    write task more than here (bench/write_memory.py), 78 MiB at 100 M images of the default
+    10,000-row files, 0.8 GiB of 1,000-row files. Here each result is read as its task finishes and
+    its block dropped; only the datasink's write returns stay.
     Ray's SaveMode.IGNORE (skip the write when the path exists) is not handled: the staging area is
     new for every run."""
     write = Write(datasink, input_dependencies=[dataset._logical_plan.dag], ray_remote_args=ray_remote_args,
