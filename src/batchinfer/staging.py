@@ -55,7 +55,6 @@ class StagingDatasink(ParquetDatasink):
         self.record = WriteRecord(self.run_id, rows_by_task)
 
 
-
 def write_streamed(dataset: Dataset, datasink: Datasink, ray_remote_args: dict) -> None:
     """Write `dataset` to `datasink` as `Dataset.write_datasink` does (Ray Data's own Write operator,
     the datasink's on_write_start / on_write_complete / on_write_failed), without its `materialize()`.
