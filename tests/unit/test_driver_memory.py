@@ -24,11 +24,20 @@ def _rss_mib() -> float:
         return int(next(line for line in status if line.startswith("VmRSS:")).split()[1]) / 1024
 
 
-def _fragmented_heap() -> list[bytes]:
-    """Allocate CHUNKS chunks and free all but every KEEP_EVERY-th one (and the last): the freed memory
-    lies between live chunks, where glibc's free() never returns it to the OS by itself."""
-    chunks = [bytes(CHUNK) + bytes([index % 251]) for index in range(CHUNKS)]
+def _allocate_chunks() -> list[bytes]:
+    """CHUNKS live glibc malloc chunks of CHUNK bytes."""
+    return [bytes(CHUNK) + bytes([index % 251]) for index in range(CHUNKS)]
+
+
+def _keep_few(chunks: list[bytes]) -> list[bytes]:
+    """Every KEEP_EVERY-th chunk and the last: once the caller drops `chunks`, the freed memory lies
+    between live chunks, where glibc's free() never returns it to the OS by itself."""
     return [chunk for index, chunk in enumerate(chunks) if index % KEEP_EVERY == 0 or index == CHUNKS - 1]
+
+
+def _fragmented_heap() -> list[bytes]:
+    """Allocate CHUNKS chunks and free all but every KEEP_EVERY-th one (and the last)."""
+    return _keep_few(_allocate_chunks())
 
 
 def _poll(condition, timeout_s: float = 30.0) -> bool:
@@ -53,8 +62,10 @@ def test_trim_hands_freed_pages_back() -> None:
 def test_heap_trimmed_trims_while_the_block_runs_and_stops_after() -> None:
     heap.trim_heap()
     with heap.heap_trimmed(interval_s=0.05):
-        kept = _fragmented_heap()
-        high = _rss_mib()
+        chunks = _allocate_chunks()
+        high = _rss_mib()  # read before the frees: the thread may trim as soon as they happen
+        kept = _keep_few(chunks)
+        del chunks
         assert _poll(lambda: high - _rss_mib() > 50), "the trimming thread never released the freed pages"
         assert any(thread.name == "batchinfer-heap-trim" for thread in threading.enumerate())
     assert not any(thread.name == "batchinfer-heap-trim" for thread in threading.enumerate())
