@@ -13,6 +13,7 @@ source "${BASH_SOURCE[0]%/*}/require.sh"
 HELM="${HELM:-helm}"
 require_tools docker kind kubectl "$HELM" openssl make
 cd "${BASH_SOURCE[0]%/*}/../.."
+ROOT="$PWD"   # the repository root: s3seed.py imports devkit from it
 CLUSTER="${KIND_CLUSTER_NAME:-batchinfer}"
 NS="${NAMESPACE:-batchinfer}"
 RELEASE="${RELEASE:-batchinfer}"
@@ -21,14 +22,15 @@ PY="${PYTHON:-.venv/bin/python}"
 LOCAL_PORT="${S3_LOCAL_PORT:-18333}"
 
 PF_PID=""
+RAYJOB=""   # known from step 6 on
 cleanup() {
   local rc=$?
   [ -n "$PF_PID" ] && kill "$PF_PID" 2>/dev/null || true
   if [ "$rc" -ne 0 ]; then
     echo "---- e2e failed (rc=$rc): diagnostics ----" >&2
     kubectl -n "$NS" get rayjob,raycluster,pods,jobs -o wide >&2 || true
-    kubectl -n "$NS" describe rayjob "$RELEASE" >&2 || true
-    kubectl -n "$NS" logs "job/$RELEASE" --tail=200 >&2 || true
+    kubectl -n "$NS" describe rayjob -l app.kubernetes.io/instance="$RELEASE" >&2 || true
+    [ -z "$RAYJOB" ] || kubectl -n "$NS" logs "job/$RAYJOB" --tail=200 >&2 || true
   fi
   if [ "${KEEP_CLUSTER:-0}" != "1" ]; then bash k8s/kind/down.sh || true; fi
   exit "$rc"

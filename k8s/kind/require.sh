@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034  # sourced: the scripts that source it read KIND_*
 # Sourced by the kind scripts: `require_tools TOOL...` stops the script, before it changes anything,
 # with one line naming the first tool that is not on PATH and how to get it (exit status 2).
 # Only bash builtins run here, so it works whatever PATH holds.
