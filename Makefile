@@ -8,7 +8,7 @@ IMAGE ?= batchinfer:0.1.0
 IMAGE_CPU ?= batchinfer:0.1.0-cpu
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: help venv demo test test-unit test-fast chart-test chart-render bench bench-scale image image-cpu image-e2e kind-up kind-e2e kind-down lock
+.PHONY: help venv demo test test-unit test-fast chart-test chart-render bench bench-scale image image-cpu image-e2e kind-up kind-e2e kind-down cluster-build cluster-up cluster-e2e cluster-down cluster-env lock
 
 help:
 	@echo "make demo        run the job on the embedded default (local S3 server, local Ray, sample photos)"
@@ -22,6 +22,7 @@ help:
 	@echo "make image       build the GPU image;  make image-cpu  the CPU (kind) variant"
 	@echo "make image-e2e   build the image and run head/worker/submitter containers against local S3"
 	@echo "make kind-up / kind-e2e / kind-down   local Kubernetes (kind) end to end"
+	@echo "make cluster-up / cluster-e2e / cluster-down   a real single-node Kubernetes built here from upstream (k8s/local)"
 	@echo "make venv        build .venv from constraints.txt (every target does it first);  make lock  re-pin"
 
 $(STAMP): pyproject.toml constraints.txt
@@ -78,3 +79,19 @@ kind-e2e: $(STAMP)
 
 kind-down:
 	bash k8s/kind/down.sh
+
+# A single-node Kubernetes from upstream parts on this machine (k8s/local/cluster.sh; needs root).
+cluster-build:
+	bash k8s/local/cluster.sh build
+
+cluster-up: $(STAMP)
+	bash k8s/local/cluster.sh up
+
+cluster-e2e: $(STAMP)
+	$(BIN)/python -m pytest tests/cluster -m cluster -v -p no:cacheprovider
+
+cluster-down:
+	bash k8s/local/cluster.sh down
+
+cluster-env:
+	@bash k8s/local/cluster.sh env

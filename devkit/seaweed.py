@@ -1,7 +1,11 @@
-"""A local SeaweedFS S3 server on loopback: the embedded default for the demo, tests and benchmarks."""
+"""A local SeaweedFS S3 server on loopback: the embedded default for the demo, tests and benchmarks.
+
+`python -m devkit.seaweed serve --host H --dir D --env-file F --pidfile P` starts one that outlives the
+command (the local cluster's, k8s/local/cluster.sh, on the node's bridge address)."""
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -36,13 +40,13 @@ FILER_GRPC_OFFSET = 10_000
 MIN_FREE_SPACE = "512MiB"
 
 
-def free_ports(count: int) -> list[int]:
-    """Ask the kernel for `count` distinct free loopback ports."""
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """Ask the kernel for `count` distinct free ports on `host` (loopback by default)."""
     sockets = []
     try:
         for _ in range(count):
             sock = socket.socket()
-            sock.bind(("127.0.0.1", 0))
+            sock.bind((host, 0))
             sockets.append(sock)
         return [sock.getsockname()[1] for sock in sockets]
     finally:
@@ -50,15 +54,15 @@ def free_ports(count: int) -> list[int]:
             sock.close()
 
 
-def server_ports() -> dict[str, int]:
-    """A free loopback port for each of the server's flags. The filer's gRPC port is its HTTP port + 10000,
+def server_ports(host: str = "127.0.0.1") -> dict[str, int]:
+    """A free port on `host` for each of the server's flags. The filer's gRPC port is its HTTP port + 10000,
     SeaweedFS's convention, so `weed filer.copy`, which is given only the filer's HTTP address, reaches it."""
     sockets: list[socket.socket] = []
 
     def bind(port: int = 0) -> int:
         sock = socket.socket()
         sockets.append(sock)  # closed at the end, bound or not
-        sock.bind(("127.0.0.1", port))
+        sock.bind((host, port))
         return sock.getsockname()[1]
 
     try:
@@ -69,10 +73,10 @@ def server_ports() -> dict[str, int]:
                     filer_grpc = bind(filer + FILER_GRPC_OFFSET)
                     break
         else:
-            raise RuntimeError(f"no free loopback port pair (p, p + {FILER_GRPC_OFFSET}) for the SeaweedFS filer")
+            raise RuntimeError(f"no free port pair on {host} (p, p + {FILER_GRPC_OFFSET}) for the SeaweedFS filer")
         others = [flag for flag in _PORT_FLAGS if not flag.startswith("filer.")]
         # Asked for while the filer's pair is still bound, so none of them is one of its two ports.
-        return {"filer.port": filer, "filer.port.grpc": filer_grpc, **dict(zip(others, free_ports(len(others))))}
+        return {"filer.port": filer, "filer.port.grpc": filer_grpc, **dict(zip(others, free_ports(len(others), host)))}
     finally:
         for sock in sockets:
             sock.close()
@@ -95,18 +99,19 @@ class SeaweedServer:
     """
 
     def __init__(self, workdir: str | Path | None = None, access_key: str = "batchinfer",
-                 secret_key: str | None = None, ready_timeout_s: float = 60.0) -> None:
+                 secret_key: str | None = None, ready_timeout_s: float = 60.0, host: str = "127.0.0.1") -> None:
         self._own_dir = workdir is None
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="batchinfer-s3-"))
         self.access_key = access_key
         self.secret_key = secret_key or secrets.token_hex(16)
         self.ready_timeout_s = ready_timeout_s
+        self.host = host
         self.ports: dict[str, int] = {}
         self._process: subprocess.Popen | None = None
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.ports['s3.port']}"
+        return f"http://{self.host}:{self.ports['s3.port']}"
 
     def env(self) -> dict[str, str]:
         """The standard AWS variables that point a client at this server."""
@@ -138,10 +143,10 @@ class SeaweedServer:
         config_path.write_text(json.dumps(identities))
         config_path.chmod(0o600)
         # A restart (start after stop) keeps the ports, so clients keep their endpoint.
-        self.ports = self.ports or server_ports()
+        self.ports = self.ports or server_ports(self.host)
         command = [
             weed_binary(), f"-logdir={log_dir}", "server", f"-dir={data_dir}", "-s3",
-            f"-s3.config={config_path}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+            f"-s3.config={config_path}", f"-ip={self.host}", f"-ip.bind={self.host}",
             # Every bucket is a collection that grows several volumes at its first write; with the volume
             # count derived from free disk (-volume.max=0) a session-wide server ran out of volumes
             # ("No free volumes left") after a few dozen buckets. Small volumes, a fixed high count.
@@ -162,7 +167,7 @@ class SeaweedServer:
     def copy_tree(self, local_dir: Path, bucket: str, prefix: str, concurrency: int = 64) -> None:
         """Upload the folder `local_dir` (its files and subfolders) as s3://bucket/<prefix><folder name>/…
         through the filer with `weed filer.copy`: many times faster than one S3 PUT per small object."""
-        target = f"http://127.0.0.1:{self.ports['filer.port']}/buckets/{bucket}/{prefix}"
+        target = f"http://{self.host}:{self.ports['filer.port']}/buckets/{bucket}/{prefix}"
         done = subprocess.run([weed_binary(), "filer.copy", f"-c={concurrency}", str(local_dir), target],
                               capture_output=True, text=True)
         if done.returncode != 0:
@@ -195,6 +200,12 @@ class SeaweedServer:
             f"{free_gib:.1f} GiB free under {self.workdir}, it needs {MIN_FREE_SPACE}); "
             f"see {self.workdir / 'logs' / 'weed.out'}")
 
+    def detach(self) -> int:
+        """Leave the running server to the caller: stop() no longer touches it. Returns its pid."""
+        pid = self._process.pid
+        self._process = None
+        return pid
+
     def pause(self) -> None:
         """Freeze the server (SIGSTOP): clients see a hung endpoint until resume()."""
         os.killpg(self._process.pid, signal.SIGSTOP)
@@ -225,3 +236,30 @@ class SeaweedServer:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.stop()
+
+
+def serve(argv: list[str] | None = None) -> None:
+    """Start a server that outlives this command; write its pid and its client settings (mode 0600)."""
+    parser = argparse.ArgumentParser(prog="python -m devkit.seaweed serve")
+    parser.add_argument("--host", default="127.0.0.1", help="the address every port binds (default loopback)")
+    parser.add_argument("--dir", required=True, type=Path, help="data, logs and identities (kept across restarts)")
+    parser.add_argument("--env-file", required=True, type=Path,
+                        help="AWS_ENDPOINT_URL, credentials and region, written here; reused when it exists")
+    parser.add_argument("--pidfile", required=True, type=Path, help="the server's pid (its process group's)")
+    args = parser.parse_args(argv)
+    saved = dict(line.split("=", 1) for line in args.env_file.read_text().split()) if args.env_file.exists() else {}
+    server = SeaweedServer(workdir=args.dir, host=args.host, access_key=saved.get("AWS_ACCESS_KEY_ID", "batchinfer"),
+                           secret_key=saved.get("AWS_SECRET_ACCESS_KEY"))
+    server.start()
+    args.pidfile.write_text(f"{server.detach()}\n")
+    fd = os.open(args.env_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.writelines(f"{key}={value}\n" for key, value in server.env().items())
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:2] != ["serve"]:
+        sys.exit("usage: python -m devkit.seaweed serve --host H --dir D --env-file F --pidfile P")
+    serve(sys.argv[2:])

@@ -13,7 +13,16 @@
 # Everything started here (containers, dockerd and its containerd, the S3 server) is stopped on exit,
 # success or failure. Env knobs: E2E_IMAGE (tag), E2E_KEEP_IMAGE=0 (remove the image afterwards; only with our own dockerd),
 # E2E_DOCKER_ROOT (data root of our own dockerd; default .cache/docker, reused so reruns are warm).
+# `docker/e2e.sh --save FILE` stops after the build and writes the image with `docker save` to FILE
+# (the local cluster, k8s/local/cluster.sh, imports it into its containerd).
 set -euo pipefail
+
+SAVE_TO=""
+case "${1:-}" in
+    --save) [ -n "${2:-}" ] || { echo "e2e.sh: --save needs a file name" >&2; exit 2; }; SAVE_TO="$2" ;;
+    "") ;;
+    *) echo "e2e.sh: unknown option $1 (only --save FILE)" >&2; exit 2 ;;
+esac
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -165,5 +174,10 @@ phase dockerd ensure_dockerd
 phase base ensure_base
 phase wheels fill_wheels
 phase build build_image
+if [ -n "$SAVE_TO" ]; then
+    phase save docker save -o "$SAVE_TO" "$IMAGE"
+    log "image $IMAGE saved to $SAVE_TO ($(du -h "$SAVE_TO" | cut -f1))"
+    exit 0
+fi
 phase run run_containers
 log "image $IMAGE: $(docker image inspect --format '{{.Size}}' "$IMAGE" | awk '{printf "%.2f GB (%.0f bytes)", $1/1e9, $1}')"
