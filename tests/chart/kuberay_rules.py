@@ -199,3 +199,65 @@ def rayjob_validation_errors(rayjob: dict) -> list[str]:
         if low is not None and high is not None and low > high:
             errors.append(f"{group['groupName']}: minReplicas > maxReplicas")
     return errors
+
+
+# The labels KubeRay v1.7.0 gives every Ray pod (common/pod.go labelPod; keys in utils/constant.go),
+# and the three a pod template cannot override.
+def ray_pod_default_labels(node_type: str, group: str, cluster: str) -> dict:
+    return {"ray.io/is-ray-node": "yes", "ray.io/cluster": cluster, "ray.io/node-type": node_type,
+            "ray.io/group": group, "ray.io/identifier": f"{cluster}-{node_type}",
+            "app.kubernetes.io/name": "kuberay", "app.kubernetes.io/created-by": "kuberay-operator"}
+
+
+NOT_OVERRIDABLE = ("ray.io/node-type", "ray.io/group", "ray.io/cluster")
+
+
+def rayjob_cluster_name(rayjob_name: str, suffix: str = "x7k2p") -> str:
+    """The RayJob's RayCluster (status.rayClusterName): rayjob_controller.go initRayJobStatusIfNeed ->
+    utils.GenerateRayClusterName, `<rayjob>-<5 random characters>`."""
+    return f"{rayjob_name}-{suffix}"
+
+
+def ray_pod_labels(group_spec: dict, node_type: str, group: str, cluster: str) -> dict:
+    """The labels of a head/worker pod: common/pod.go DefaultHeadPodTemplate / DefaultWorkerPodTemplate
+    merge the template's labels with the group's `labels` (mergeLabels), and labelPod puts them over
+    its defaults, except NOT_OVERRIDABLE. (GenerateIdentifier's value stays under CheckLabel's 63
+    characters: a RayJob's cluster name has at most 53.)"""
+    merged = {**group_spec["template"].get("metadata", {}).get("labels", {}), **group_spec.get("labels", {})}
+    labels = ray_pod_default_labels(node_type, group, cluster)
+    labels.update({k: v for k, v in merged.items() if k not in NOT_OVERRIDABLE})
+    return labels
+
+
+def ray_pods(rayjob: dict) -> dict[str, dict]:
+    """name ("head", "worker:<group>") -> labels of the Ray pods KubeRay creates for the RayJob."""
+    spec = rayjob["spec"]["rayClusterSpec"]
+    cluster = rayjob_cluster_name(rayjob["metadata"]["name"])
+    # utils.RayNodeHeadGroupLabelValue: the head's ray.io/group
+    pods = {"head": ray_pod_labels(spec["headGroupSpec"], "head", "headgroup", cluster)}
+    for group in spec.get("workerGroupSpecs", []):
+        pods[f"worker:{group['groupName']}"] = ray_pod_labels(group, "worker", group["groupName"], cluster)
+    return pods
+
+
+def head_service_selector(cluster: str, labels: dict | None = None) -> dict:
+    """common/service.go BuildServiceForHeadPod: the keys of HeadServiceLabels, each with its value
+    from `labels` where given there."""
+    head_service_labels = {"ray.io/cluster": cluster, "ray.io/node-type": "head",
+                           "ray.io/identifier": f"{cluster}-head", "app.kubernetes.io/name": "kuberay",
+                           "app.kubernetes.io/created-by": "kuberay-operator"}
+    return {k: (labels or {}).get(k, v) for k, v in head_service_labels.items()}
+
+
+def head_services(rayjob: dict) -> dict[str, dict]:
+    """name -> selector of the head Services KubeRay creates for a RayJob (names: utils.GenerateHeadServiceName):
+    - `<raycluster>-head-svc`: raycluster_controller.go reconcileHeadService, which passes the head
+      template's app.kubernetes.io/name (if any) to BuildServiceForHeadPod;
+    - `<rayjob>-head-svc`: rayjob_controller.go reconcileServices -> common/job.go
+      BuildHeadServiceForRayJob, which passes no labels: HeadServiceLabels' values as they are."""
+    cluster = rayjob_cluster_name(rayjob["metadata"]["name"])
+    template_labels = (rayjob["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]
+                       .get("metadata", {}).get("labels", {}))
+    own = {k: v for k, v in template_labels.items() if k == "app.kubernetes.io/name"}
+    return {f"{cluster}-head-svc": head_service_selector(cluster, own),
+            f"{rayjob['metadata']['name']}-head-svc": head_service_selector(cluster)}

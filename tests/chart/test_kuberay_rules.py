@@ -1,7 +1,8 @@
 """What a real GPU cluster would do with the chart, checked on the default render and every values
 file: pods fit their nodes, Ray sees the pod's resources, the object store stays in /dev/shm, the
 run gives up in bounded time, every run has an identity, KubeRay accepts the spec, the inference
-pool can grow to the worker groups' size, and head/submitter stay off GPU nodes.
+pool can grow to the worker groups' size, head/submitter stay off GPU nodes, and KubeRay's head
+Services select the head pod.
 
 Each rule names its upstream source (KubeRay v1.7.0 ray-operator/..., Ray 2.60 functions); the
 mirror of KubeRay's code is tests/chart/kuberay_rules.py, node shapes are tests/chart/node_shapes.py.
@@ -10,14 +11,16 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 import shlex
 from decimal import Decimal
 
 import pytest
 
 from .conftest import VALUES_FILES, VALUES_IDS
-from .kuberay_rules import (dev_shm_bytes, pod_requests, quantity, ray_container, ray_groups,
-                            ray_start_params, rayjob_validation_errors)
+from .kuberay_rules import (dev_shm_bytes, head_services, pod_requests, quantity, ray_container, ray_groups,
+                            ray_pod_default_labels, ray_pods, ray_start_params, rayjob_cluster_name,
+                            rayjob_validation_errors)
 from .node_shapes import DAEMONSET_HEADROOM, SHAPES, declared_shapes, shape_allocatable
 from .render import REPO_ROOT, rayjob_of
 from .schemas import pod_templates
@@ -345,3 +348,45 @@ def test_head_and_submitter_can_use_the_cpu_image(render):
     assert images == {"head": gpu_image + "-cpu", "worker:gpu": gpu_image, "submitter": gpu_image + "-cpu"}
     default = {name: ray_container(tpl)["image"] for name, tpl in pod_templates(rayjob_of(render()))}
     assert set(default.values()) == {gpu_image}
+
+
+# --- 10. The head Services reach the head ------------------------------------------------------------
+
+@pytest.mark.parametrize("values_file", ALL_VALUES, ids=ALL_IDS)
+def test_head_services_select_the_head_pod(render, values_file):
+    """KubeRay v1.7.0 gives a RayJob's cluster two head Services (kuberay_rules.head_services): the
+    RayCluster's `<raycluster>-head-svc`, and the RayJob's `<rayjob>-head-svc`, whose selector is
+    common/service.go HeadServiceLabels unchanged (common/job.go BuildHeadServiceForRayJob calls
+    BuildServiceForHeadPod without labels), app.kubernetes.io/name=kuberay included. The head pod gets
+    the template's labels over KubeRay's own (common/pod.go labelPod), so a template that sets one of
+    those keys (the chart's app.kubernetes.io/name once did) leaves the RayJob's Service without endpoints.
+    Each Service must select the head pod and no worker."""
+    rayjob = rayjob_of(render(values_file))
+    cluster = rayjob_cluster_name(rayjob["metadata"]["name"])
+    pods = ray_pods(rayjob)
+    head, workers = pods.pop("head"), pods.values()
+    services = head_services(rayjob)
+    assert set(services) == {f"{cluster}-head-svc", f"{rayjob['metadata']['name']}-head-svc"}
+    for name, selector in services.items():
+        assert head.items() >= selector.items(), (name, selector, head)
+        assert not any(w.items() >= selector.items() for w in workers), name
+
+
+def test_head_service_check_is_not_vacuous(render):
+    """The chart's earlier head template label app.kubernetes.io/name=batchinfer: the RayCluster's head
+    Service follows it (raycluster_controller.go reconcileHeadService), the RayJob's does not."""
+    rayjob = copy.deepcopy(rayjob_of(render()))
+    rayjob["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["metadata"]["labels"][
+        "app.kubernetes.io/name"] = "batchinfer"
+    cluster = rayjob_cluster_name(rayjob["metadata"]["name"])
+    head = ray_pods(rayjob)["head"]
+    selected = {name: head.items() >= selector.items() for name, selector in head_services(rayjob).items()}
+    assert selected == {f"{cluster}-head-svc": True, f"{rayjob['metadata']['name']}-head-svc": False}
+
+
+def test_chart_refuses_kuberays_pod_labels():
+    """The chart's list of label keys it refuses in commonLabels and the groups' labels
+    (batchinfer.validate; test_values_rules.BAD_VALUES) is the set labelPod gives every Ray pod."""
+    helpers = (REPO_ROOT / "helm/batchinfer/templates/_helpers.tpl").read_text()
+    (listed,) = re.findall(r"\$kuberayKeys := list (.+?) \}\}", helpers)
+    assert set(shlex.split(listed)) == set(ray_pod_default_labels("head", "headgroup", "c"))

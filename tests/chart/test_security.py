@@ -15,23 +15,9 @@ import yaml
 from tests.support import BIN, LocalRayCluster
 
 from .conftest import VALUES_FILES, VALUES_IDS
-from .render import HelmError, REPO_ROOT, rayjob_of, template
+from .kuberay_rules import ray_pods
+from .render import HelmError, REPO_ROOT, documents, rayjob_of, template
 from .schemas import pod_templates
-
-# Label keys KubeRay v1.7.0 sets (ray-operator/controllers/ray/utils/constant.go) and how
-# common/pod.go labelPod builds a Ray pod's labels: these defaults, then every label of the pod
-# template on top, except the three it never lets a template override.
-RAY_NODE_LABEL = "ray.io/is-ray-node"          # RayNodeLabelKey, value "yes"
-PROTECTED = ("ray.io/node-type", "ray.io/group", "ray.io/cluster")
-
-
-def kuberay_pod_labels(template_labels: dict, node_type: str, group: str, cluster: str) -> dict:
-    """The labels of a head/worker pod as KubeRay v1.7.0's labelPod makes them."""
-    labels = {RAY_NODE_LABEL: "yes", "ray.io/cluster": cluster, "ray.io/node-type": node_type,
-              "ray.io/group": group, "ray.io/identifier": f"{cluster}-{node_type}",
-              "app.kubernetes.io/name": "kuberay", "app.kubernetes.io/created-by": "kuberay-operator"}
-    labels.update({k: v for k, v in template_labels.items() if k not in PROTECTED})
-    return labels
 
 
 def submitter_pod_labels(template_labels: dict, rayjob_name: str) -> dict:
@@ -67,15 +53,10 @@ def _kinds(docs: list[dict], kind: str) -> list[dict]:
 def _pods(docs: list[dict]) -> dict[str, dict]:
     """name -> labels of every pod KubeRay would create from the render (one per worker group)."""
     rayjob = rayjob_of(docs)
-    pods = {}
-    for name, tpl in pod_templates(rayjob):
-        labels = tpl["metadata"].get("labels", {})
-        if name == "submitter":
-            pods[name] = submitter_pod_labels(labels, rayjob["metadata"]["name"])
-        else:
-            node_type = "head" if name == "head" else "worker"
-            group = "headgroup" if name == "head" else name.split(":", 1)[1]
-            pods[name] = kuberay_pod_labels(labels, node_type, group, rayjob["metadata"]["name"] + "-x7k2p")
+    pods = ray_pods(rayjob)
+    if "submitterPodTemplate" in rayjob["spec"]:
+        labels = rayjob["spec"]["submitterPodTemplate"]["metadata"].get("labels", {})
+        pods["submitter"] = submitter_pod_labels(labels, rayjob["metadata"]["name"])
     return pods
 
 
@@ -132,7 +113,7 @@ def test_token_auth_with_real_ray(tmp_path):
 # ---- NetworkPolicy ------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("values_file", VALUES_FILES, ids=VALUES_IDS)
-def test_network_policy_selects_the_pods_kuberay_creates(render, values_file):
+def test_network_policy_selects_the_pods_kuberay_creates(render, helm_bin, values_file):
     docs = render(values_file)
     (policy,) = _kinds(docs, "NetworkPolicy")
     spec = policy["spec"]
@@ -146,11 +127,13 @@ def test_network_policy_selects_the_pods_kuberay_creates(render, values_file):
     assert "ports" not in own_rule
     for name, labels in pods.items():
         assert any(matches(peer["podSelector"], labels) for peer in own_rule["from"]), name
-    # ... and from nothing else: not the operator, not another release's pods, which it does not cover either.
-    other = _pods(render(values_file, "nameOverride=other"))
-    for labels in [operator_pod_labels(), *other.values()]:
+    # ... and from nothing else: not the operator, not the pods of another release or of another chart
+    # name in the same release, which it does not cover either.
+    other = [*_pods(documents(template([values_file], release="other", helm_bin=helm_bin))).values(),
+             *_pods(render(values_file, "nameOverride=other")).values()]
+    for labels in [operator_pod_labels(), *other]:
         assert not any(matches(peer["podSelector"], labels) for peer in own_rule["from"]), labels
-    for labels in other.values():
+    for labels in other:
         assert not matches(spec["podSelector"], labels), labels
     # Rule 2: the KubeRay operator (it polls the job through the dashboard: rayjob_controller.go
     # GetJobInfo), on the head's dashboard port only.

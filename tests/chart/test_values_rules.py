@@ -89,6 +89,13 @@ BAD_VALUES = [
     ("name-not-dns1035", ["fullnameOverride=9lives"], ["fullnameOverride"]),
     ("empty-worker-groups", ["json:workerGroups=[]"], ["workerGroups", "minItems"]),
     ("no-worker-groups", ["workerGroups=null"], ["workerGroups must list at least one"]),
+    # KubeRay v1.7.0 common/pod.go labelPod's own labels: its head Services select the head by them.
+    ("kuberay-label-in-head-labels", ["head.labels.app\\.kubernetes\\.io/name=ray"],
+     ["head.labels sets app.kubernetes.io/name"]),
+    ("kuberay-label-in-common-labels", ["commonLabels.ray\\.io/identifier=x"], ["commonLabels sets ray.io/identifier"]),
+    ("kuberay-label-in-group-labels",
+     ["workerGroups[0].name=gpu", "workerGroups[0].labels.app\\.kubernetes\\.io/created-by=me"],
+     ["workerGroups[gpu].labels sets app.kubernetes.io/created-by"]),
 ]
 
 

@@ -62,17 +62,22 @@ Chart label value.
 {{- end }}
 
 {{/*
-Selector labels.
+Selector labels: the release and the chart's own name label. Not app.kubernetes.io/name: on Ray pods
+that label belongs to KubeRay (see batchinfer.podLabels).
 */}}
 {{- define "batchinfer.selectorLabels" -}}
-app.kubernetes.io/name: {{ include "batchinfer.name" . }}
+batchinfer.io/name: {{ include "batchinfer.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
 {{/*
-Common labels (every object and pod).
+Labels of every pod template (head, workers, submitter). None of the labels KubeRay v1.7.0 gives
+Ray pods (common/pod.go labelPod): a template label replaces KubeRay's value on the pod, while the
+RayJob's head Service <rayjob>-head-svc still selects KubeRay's values (common/job.go
+BuildHeadServiceForRayJob -> common/service.go BuildServiceForHeadPod, HeadServiceLabels:
+app.kubernetes.io/name=kuberay), and would have no endpoints.
 */}}
-{{- define "batchinfer.labels" -}}
+{{- define "batchinfer.podLabels" -}}
 helm.sh/chart: {{ include "batchinfer.chart" . }}
 {{ include "batchinfer.selectorLabels" . }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
@@ -81,6 +86,14 @@ app.kubernetes.io/part-of: batchinfer
 {{- with .Values.commonLabels }}
 {{ toYaml . }}
 {{- end }}
+{{- end }}
+
+{{/*
+Common labels of the chart's own objects: the pod labels plus app.kubernetes.io/name.
+*/}}
+{{- define "batchinfer.labels" -}}
+app.kubernetes.io/name: {{ include "batchinfer.name" . }}
+{{ include "batchinfer.podLabels" . }}
 {{- end }}
 
 {{/*
@@ -368,7 +381,7 @@ Call with (dict "root" $ "kind" "head"|"worker" "group" <head values or merged w
 {{- $avoidGpuNodes := and $g.avoidGpuNodes (eq $gpus 0) }}
 metadata:
   labels:
-    {{- include "batchinfer.labels" $root | nindent 4 }}
+    {{- include "batchinfer.podLabels" $root | nindent 4 }}
     app.kubernetes.io/component: {{ ternary "ray-head" (printf "ray-worker-%s" (default "" $g.name)) $isHead }}
     {{- with $g.labels }}
     {{- toYaml . | nindent 4 }}
@@ -493,6 +506,17 @@ each failing with a message that names the values to change.
 {{- end }}
 {{- if or (lt (int64 $g.replicas) (int64 $g.minReplicas)) (gt (int64 $g.replicas) (int64 $g.maxReplicas)) }}
 {{- fail (printf "workerGroups[%s]: replicas (%v) must lie between minReplicas (%v) and maxReplicas (%v)" $group.name $g.replicas $g.minReplicas $g.maxReplicas) }}
+{{- end }}
+{{- end }}
+{{- /* Pod labels leave KubeRay's own Ray pod labels alone (see batchinfer.podLabels). */}}
+{{- $kuberayKeys := list "app.kubernetes.io/name" "app.kubernetes.io/created-by" "ray.io/cluster" "ray.io/node-type" "ray.io/group" "ray.io/identifier" "ray.io/is-ray-node" }}
+{{- $podLabels := dict "commonLabels" $v.commonLabels "head.labels" $v.head.labels "workerDefaults.labels" $v.workerDefaults.labels }}
+{{- range $v.workerGroups }}{{ $_ := set $podLabels (printf "workerGroups[%s].labels" .name) .labels }}{{ end }}
+{{- range $where, $labels := $podLabels }}
+{{- range $key := keys (default (dict) $labels) | sortAlpha }}
+{{- if has $key $kuberayKeys }}
+{{- fail (printf "%s sets %s: KubeRay sets that label on the Ray pods and selects them by it (the head Service would lose the head pod): remove it" $where $key) }}
+{{- end }}
 {{- end }}
 {{- end }}
 {{- /* KubeRay v1.7.0 ray-operator/controllers/ray/utils/validation.go: ValidateRayJobSpec,
