@@ -201,6 +201,53 @@ def rayjob_validation_errors(rayjob: dict) -> list[str]:
     return errors
 
 
+
+# The terminal states a RayJob ends in: (jobStatus, jobDeploymentStatus). rayjob_controller.go
+# Reconcile, case JobDeploymentStatusRunning: a terminal Ray job status (rayv1.IsJobTerminal:
+# SUCCEEDED, FAILED, STOPPED) becomes Complete, FAILED becomes Failed; the deadlines
+# (checkActiveDeadlineAndUpdateStatusIfNeeded, checkPreRunningDeadlineAndUpdateStatusIfNeeded) set
+# only jobDeploymentStatus Failed, whatever the Ray job's status was (none yet, PENDING, RUNNING).
+TERMINAL_STATES = {
+    "succeeded": ("SUCCEEDED", "Complete"),
+    "failed": ("FAILED", "Failed"),
+    "stopped": ("STOPPED", "Complete"),  # `ray job stop`
+    "pre-running-deadline": ("", "Failed"),
+    "active-deadline": ("RUNNING", "Failed"),
+}
+
+
+def terminal_deletions(spec: dict, job_status: str, job_deployment_status: str) -> list[tuple[str, int]]:
+    """What KubeRay v1.7.0 deletes once a RayJob is terminal, as (policy, seconds after the end):
+    rayjob_controller.go Reconcile, case JobDeploymentStatusComplete, JobDeploymentStatusFailed.
+    - clusterSelector: nothing (the cluster is not the RayJob's).
+    - deletionStrategy set (feature gate RayJobDeletionPolicy, on by default in v1.7.0) wins over
+      shutdownAfterJobFinishes: deletionRules go to handleDeletionRules, which applies each rule that
+      isDeletionRuleMatched (jobStatus or jobDeploymentStatus compared exactly) after its ttlSeconds;
+      otherwise handleLegacyDeletionPolicy applies onSuccess on SUCCEEDED, onFailure on FAILED, and no
+      policy for any other job status, after ttlSecondsAfterFinished (DeleteNone: nothing).
+    - shutdownAfterJobFinishes: handleShutdownAfterJobFinishes, whatever the status, deletes the
+      RayCluster (deleteClusterResources; the submitter Job and the RayJob stay) after
+      ttlSecondsAfterFinished. It deletes the RayJob itself instead only when the operator runs with
+      DELETE_RAYJOB_CR_AFTER_JOB_FINISHES=true (k8s/kuberay does not set it).
+    - none of them: nothing."""
+    assert job_deployment_status in ("Complete", "Failed"), "not a terminal RayJob"
+    if spec.get("clusterSelector"):
+        return []
+    strategy = spec.get("deletionStrategy")
+    if strategy is not None:
+        rules = strategy.get("deletionRules")
+        if rules is not None:
+            return [(rule["policy"], rule["condition"].get("ttlSeconds", 0)) for rule in rules
+                    if (rule["condition"].get("jobStatus") == job_status if "jobStatus" in rule["condition"]
+                        else rule["condition"].get("jobDeploymentStatus") == job_deployment_status)]
+        legacy = {"SUCCEEDED": strategy["onSuccess"], "FAILED": strategy["onFailure"]}.get(job_status)
+        if legacy is None or legacy["policy"] == "DeleteNone":
+            return []
+        return [(legacy["policy"], spec.get("ttlSecondsAfterFinished", 0))]
+    if spec.get("shutdownAfterJobFinishes", False):
+        return [("DeleteCluster", spec.get("ttlSecondsAfterFinished", 0))]
+    return []
+
 # The labels KubeRay v1.7.0 gives every Ray pod (common/pod.go labelPod; keys in utils/constant.go),
 # and the three a pod template cannot override.
 def ray_pod_default_labels(node_type: str, group: str, cluster: str) -> dict:

@@ -1,8 +1,8 @@
 """What a real GPU cluster would do with the chart, checked on the default render and every values
 file: pods fit their nodes, Ray sees the pod's resources, the object store stays in /dev/shm, the
-run gives up in bounded time, every run has an identity, KubeRay accepts the spec, the inference
-pool can grow to the worker groups' size, head/submitter stay off GPU nodes, and KubeRay's head
-Services select the head pod.
+run gives up in bounded time, every run has an identity, KubeRay accepts the spec and deletes the
+cluster however the run ends, the inference pool can grow to the worker groups' size,
+head/submitter stay off GPU nodes, and KubeRay's head Services select the head pod.
 
 Each rule names its upstream source (KubeRay v1.7.0 ray-operator/..., Ray 2.60 functions); the
 mirror of KubeRay's code is tests/chart/kuberay_rules.py, node shapes are tests/chart/node_shapes.py.
@@ -18,9 +18,9 @@ from decimal import Decimal
 import pytest
 
 from .conftest import VALUES_FILES, VALUES_IDS
-from .kuberay_rules import (dev_shm_bytes, head_services, pod_requests, quantity, ray_container, ray_groups,
-                            ray_pod_default_labels, ray_pods, ray_start_params, rayjob_cluster_name,
-                            rayjob_validation_errors)
+from .kuberay_rules import (TERMINAL_STATES, dev_shm_bytes, head_services, pod_requests, quantity, ray_container,
+                            ray_groups, ray_pod_default_labels, ray_pods, ray_start_params, rayjob_cluster_name,
+                            rayjob_validation_errors, terminal_deletions)
 from .node_shapes import DAEMONSET_HEADROOM, SHAPES, declared_shapes, shape_allocatable
 from .render import REPO_ROOT, rayjob_of
 from .schemas import pod_templates
@@ -213,6 +213,18 @@ def test_run_identity_in_name_and_output(render):
     assert _flag(_argv(plain), "--output") == "s3://batchinfer/predictions/"
 
 
+def test_reuse_values_keeps_a_set_run_id(render):
+    """docs/kubernetes.md "Runs and re-runs", chart README, NOTES: `helm upgrade --reuse-values` keeps
+    a job.runId set before (here as the earlier --set), so a changed input alone keeps the finished
+    RayJob's name and runs nothing; `--set job.runId=""` with it gives the hash id, a new run."""
+    dated = "job.runId=20261124-1530"
+    new_input = "job.input=s3://photos/2026-11-24/"
+    assert rayjob_of(render(None, dated, new_input))["metadata"]["name"] == "batchinfer-20261124-1530"
+    reset = rayjob_of(render(None, dated, new_input, "job.runId="))
+    assert reset["metadata"]["name"] == rayjob_of(render(None, new_input))["metadata"]["name"]
+    assert reset["metadata"]["name"] not in ("batchinfer-20261124-1530", rayjob_of(render())["metadata"]["name"])
+
+
 def test_run_name_stays_a_valid_rayjob_name(helm_bin):
     """KubeRay ValidateRayJobMetadata: at most 47 characters, a DNS-1035 label, whatever the release."""
     from .conftest import VALUES_DIR
@@ -257,31 +269,67 @@ def test_kuberay_validation_accepts_every_render(render, values_file):
     assert rayjob_validation_errors(rayjob_of(render(values_file))) == []
 
 
-def test_default_deletes_the_gpu_workers_when_the_job_ends(render):
-    """deletionRules (rayjob_controller.go handleDeletionRules, matched by isDeletionRuleMatched on
-    jobStatus or jobDeploymentStatus): the cluster goes at once on SUCCEEDED, on FAILED and when the
-    RayJob failed before its job ran (deadlines), so no GPU node idles after a run."""
+@pytest.mark.parametrize("state", TERMINAL_STATES, ids=list(TERMINAL_STATES))
+def test_default_deletes_the_cluster_however_the_job_ends(render, state):
+    """rayjob_controller.go Reconcile (case JobDeploymentStatusComplete, JobDeploymentStatusFailed)
+    with shutdownAfterJobFinishes and no deletionStrategy calls handleShutdownAfterJobFinishes, which
+    deletes the RayCluster (deleteClusterResources) after ttlSecondsAfterFinished whatever the end:
+    SUCCEEDED, FAILED, STOPPED (`ray job stop`) and a RayJob failed by a deadline. So no GPU node
+    idles after a run, and the RayJob stays (no DeleteSelf), so Helm/GitOps never re-create it."""
     spec = rayjob_of(render())["spec"]
-    assert spec["shutdownAfterJobFinishes"] is False and spec["ttlSecondsAfterFinished"] == 0
-    rules = {(tuple(sorted(r["condition"].items())), r["policy"]) for r in spec["deletionStrategy"]["deletionRules"]}
-    assert rules == {((("jobStatus", "SUCCEEDED"), ("ttlSeconds", 0)), "DeleteCluster"),
-                     ((("jobStatus", "FAILED"), ("ttlSeconds", 0)), "DeleteCluster"),
-                     ((("jobDeploymentStatus", "Failed"), ("ttlSeconds", 0)), "DeleteCluster")}
+    assert spec["shutdownAfterJobFinishes"] is True and spec["ttlSecondsAfterFinished"] == 0
+    assert "deletionStrategy" not in spec and "clusterSelector" not in spec
+    assert terminal_deletions(spec, *TERMINAL_STATES[state]) == [("DeleteCluster", 0)]
 
+
+@pytest.mark.parametrize("values_file", ALL_VALUES, ids=ALL_IDS)
+def test_no_values_file_deletes_the_rayjob(render, values_file):
+    """A deleted RayJob would be re-created (re-run) by Helm or GitOps: no terminal state of any values
+    file deletes it (DeleteSelf), and every one frees the GPU workers on SUCCEEDED and FAILED."""
+    spec = rayjob_of(render(values_file))["spec"]
+    for state in TERMINAL_STATES.values():
+        assert "DeleteSelf" not in {policy for policy, _ in terminal_deletions(spec, *state)}, values_file.name
+    for state in ("succeeded", "failed"):
+        assert {p for p, _ in terminal_deletions(spec, *TERMINAL_STATES[state])} & {"DeleteCluster", "DeleteWorkers"}, \
+            values_file.name
+
+
+def test_deletion_rules_and_legacy_policies_keep_a_stopped_jobs_cluster(render):
+    """Why the default is shutdownAfterJobFinishes (kuberay#5184): a rule's condition can only name
+    jobStatus SUCCEEDED or FAILED, or jobDeploymentStatus Failed (the CRD's enums), and
+    isDeletionRuleMatched compares exactly; handleLegacyDeletionPolicy applies no policy to other job
+    statuses. A STOPPED job (jobDeploymentStatus Complete) keeps its cluster under both opt-ins."""
+    for values in ("deletion-rules", "irsa"):
+        spec = rayjob_of(render(values))["spec"]
+        assert spec.get("deletionStrategy"), values
+        assert terminal_deletions(spec, *TERMINAL_STATES["stopped"]) == [], values
+    assert terminal_deletions(rayjob_of(render("deletion-rules"))["spec"], *TERMINAL_STATES["failed"]) == [
+        ("DeleteWorkers", 0), ("DeleteCluster", 3600)]
+
+
+def test_deletion_rule_conditions_are_the_crds_enums(rayjob_crd_schema):
+    """The transcription's premise: KubeRay's CRD admits no STOPPED (or Complete) rule condition."""
+    condition = (rayjob_crd_schema["properties"]["spec"]["properties"]["deletionStrategy"]["properties"]
+                 ["deletionRules"]["items"]["properties"]["condition"]["properties"])
+    assert condition["jobStatus"]["enum"] == ["SUCCEEDED", "FAILED"]
+    assert condition["jobDeploymentStatus"]["enum"] == ["Failed"]
+
+
+_RULES = [{"policy": "DeleteCluster", "condition": {"jobStatus": "SUCCEEDED", "ttlSeconds": 0}}]
 
 REJECTED_BY_KUBERAY = [
     ("autoscaling-with-DeleteWorkers-rule",
-     lambda s: (s["rayClusterSpec"].update(enableInTreeAutoscaling=True),
-                s["deletionStrategy"]["deletionRules"].append(
-                    {"policy": "DeleteWorkers", "condition": {"jobStatus": "FAILED", "ttlSeconds": 0}}))),
+     lambda s: (s["rayClusterSpec"].update(enableInTreeAutoscaling=True), s.update(
+         shutdownAfterJobFinishes=False, deletionStrategy={"deletionRules": _RULES + [
+             {"policy": "DeleteWorkers", "condition": {"jobStatus": "FAILED", "ttlSeconds": 0}}]}))),
     ("autoscaling-with-legacy-DeleteWorkers",
      lambda s: (s["rayClusterSpec"].update(enableInTreeAutoscaling=True), s.update(
-         shutdownAfterJobFinishes=True, deletionStrategy={"onSuccess": {"policy": "DeleteCluster"},
-                                                          "onFailure": {"policy": "DeleteWorkers"}}))),
+         deletionStrategy={"onSuccess": {"policy": "DeleteCluster"}, "onFailure": {"policy": "DeleteWorkers"}}))),
     ("legacy-DeleteNone-with-shutdown",
-     lambda s: s.update(shutdownAfterJobFinishes=True, deletionStrategy={
+     lambda s: s.update(deletionStrategy={
          "onSuccess": {"policy": "DeleteNone"}, "onFailure": {"policy": "DeleteCluster"}})),
-    ("rules-with-shutdown", lambda s: s.update(shutdownAfterJobFinishes=True)),
+    ("rules-with-shutdown", lambda s: s.update(deletionStrategy={"deletionRules": _RULES})),
+    ("ttl-without-shutdown", lambda s: s.update(shutdownAfterJobFinishes=False, ttlSecondsAfterFinished=60)),
 ]
 
 

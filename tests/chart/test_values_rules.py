@@ -32,46 +32,53 @@ BAD_VALUES = [
     ("replicas-outside-range", ["workerGroups[0].name=gpu", "workerGroups[0].replicas=5", "workerGroups[0].maxReplicas=2",
                                 "workerGroups[0].minReplicas=0"], ["replicas (5) must lie between"]),
     ("duplicate-group", ["workerGroups[0].name=gpu", "workerGroups[1].name=gpu"], ["used twice"]),
-    ("ttl-without-shutdown", ["rayJob.ttlSecondsAfterFinished=60"], ["ttlSecondsAfterFinished needs"]),
+    ("ttl-without-shutdown", ["rayJob.shutdownAfterJobFinishes=false", "rayJob.ttlSecondsAfterFinished=60"],
+     ["ttlSecondsAfterFinished needs"]),
     # KubeRay v1.7.0 ray-operator/controllers/ray/utils/validation.go validateDeletionConfiguration:
-    ("rules-with-shutdown", ["rayJob.shutdownAfterJobFinishes=true"],
-     ["mutually exclusive", "deletionRules=null"]),
-    ("rules-with-legacy", ["rayJob.deletionStrategy.onSuccess.policy=DeleteCluster",
+    ("rules-with-shutdown", ["rayJob.deletionStrategy.deletionRules[0].policy=DeleteCluster",
+                             "rayJob.deletionStrategy.deletionRules[0].condition.jobStatus=FAILED"],
+     ["mutually exclusive", "shutdownAfterJobFinishes: false", "rayJob.deletionStrategy=null"]),
+    ("rules-with-legacy", ["rayJob.shutdownAfterJobFinishes=false",
+                           "rayJob.deletionStrategy.deletionRules[0].policy=DeleteCluster",
+                           "rayJob.deletionStrategy.deletionRules[0].condition.jobStatus=FAILED",
+                           "rayJob.deletionStrategy.onSuccess.policy=DeleteCluster",
                            "rayJob.deletionStrategy.onFailure.policy=DeleteCluster"], ["either deletionRules or onSuccess"]),
     # ... validateDeletionRules: DeleteWorkers with autoscaling.
-    ("autoscaling-with-DeleteWorkers-rule", ["autoscaling.enabled=true",
+    ("autoscaling-with-DeleteWorkers-rule", ["autoscaling.enabled=true", "rayJob.shutdownAfterJobFinishes=false",
                                              "rayJob.deletionStrategy.deletionRules[0].policy=DeleteWorkers",
                                              "rayJob.deletionStrategy.deletionRules[0].condition.jobStatus=FAILED"],
      ["deletionRules[0]: DeleteWorkers is not supported with autoscaling.enabled"]),
     # ... validateLegacyDeletionPolicies: DeleteWorkers with autoscaling, DeleteNone with shutdown.
-    ("autoscaling-with-legacy-DeleteWorkers", ["autoscaling.enabled=true", "rayJob.shutdownAfterJobFinishes=true",
-                                               "rayJob.deletionStrategy.deletionRules=null",
+    ("autoscaling-with-legacy-DeleteWorkers", ["autoscaling.enabled=true",
                                                "rayJob.deletionStrategy.onSuccess.policy=DeleteCluster",
                                                "rayJob.deletionStrategy.onFailure.policy=DeleteWorkers"],
      ["onSuccess/onFailure DeleteWorkers is not supported with autoscaling.enabled"]),
-    ("legacy-DeleteNone-with-shutdown", ["rayJob.shutdownAfterJobFinishes=true", "rayJob.deletionStrategy.deletionRules=null",
-                                         "rayJob.deletionStrategy.onSuccess.policy=DeleteNone",
+    ("legacy-DeleteNone-with-shutdown", ["rayJob.deletionStrategy.onSuccess.policy=DeleteNone",
                                          "rayJob.deletionStrategy.onFailure.policy=DeleteCluster"],
      ["DeleteNone contradicts rayJob.shutdownAfterJobFinishes: true"]),
     # ... validateDeletionCondition.
-    ("rule-with-two-conditions", ["rayJob.deletionStrategy.deletionRules[0].policy=DeleteCluster",
+    ("rule-with-two-conditions", ["rayJob.shutdownAfterJobFinishes=false",
+                                  "rayJob.deletionStrategy.deletionRules[0].policy=DeleteCluster",
                                   "rayJob.deletionStrategy.deletionRules[0].condition.jobStatus=FAILED",
                                   "rayJob.deletionStrategy.deletionRules[0].condition.jobDeploymentStatus=Failed"],
      ["not both"]),
     # ... validateDeletionRules (one rule per condition and policy) and validateTTLConsistency.
-    ("duplicate-rule", ["rayJob.deletionStrategy.deletionRules[0].policy=DeleteCluster",
+    ("duplicate-rule", ["rayJob.shutdownAfterJobFinishes=false",
+                        "rayJob.deletionStrategy.deletionRules[0].policy=DeleteCluster",
                         "rayJob.deletionStrategy.deletionRules[0].condition.jobStatus=FAILED",
                         "rayJob.deletionStrategy.deletionRules[1].policy=DeleteCluster",
                         "rayJob.deletionStrategy.deletionRules[1].condition.jobStatus=FAILED"],
      ["deletionRules[1]: a second DeleteCluster rule for jobStatus FAILED"]),
-    ("cluster-before-workers", ["rayJob.deletionStrategy.deletionRules[0].policy=DeleteWorkers",
+    ("cluster-before-workers", ["rayJob.shutdownAfterJobFinishes=false",
+                                "rayJob.deletionStrategy.deletionRules[0].policy=DeleteWorkers",
                                 "rayJob.deletionStrategy.deletionRules[0].condition.jobStatus=FAILED",
                                 "rayJob.deletionStrategy.deletionRules[0].condition.ttlSeconds=600",
                                 "rayJob.deletionStrategy.deletionRules[1].policy=DeleteCluster",
                                 "rayJob.deletionStrategy.deletionRules[1].condition.jobStatus=FAILED",
                                 "rayJob.deletionStrategy.deletionRules[1].condition.ttlSeconds=60"],
      ["for jobStatus FAILED: the DeleteCluster ttlSeconds (60) must not be below the DeleteWorkers one (600)"]),
-    ("kueue-without-shutdown", ["rayJob.queueName=gpu-queue"], ["need rayJob.shutdownAfterJobFinishes: true"]),
+    ("kueue-without-shutdown", ["rayJob.shutdownAfterJobFinishes=false", "rayJob.queueName=gpu-queue"],
+     ["need rayJob.shutdownAfterJobFinishes: true"]),
     # Ray 2.60 ray._private.services.determine_plasma_store_config: a store larger than /dev/shm goes to disk.
     ("object-store-above-shm", ["workerDefaults.shmSize=1Gi",
                                 'json:workerDefaults.rayStartParams={"object-store-memory": "2000000000"}'],
@@ -124,8 +131,8 @@ def _container(template_spec: dict) -> dict:
 def test_defaults(render):
     rayjob = rayjob_of(render("defaults"))
     spec = rayjob["spec"]
-    assert spec["shutdownAfterJobFinishes"] is False and spec["ttlSecondsAfterFinished"] == 0
-    assert spec["deletionStrategy"]["deletionRules"]
+    assert spec["shutdownAfterJobFinishes"] is True and spec["ttlSecondsAfterFinished"] == 0
+    assert "deletionStrategy" not in spec
     assert spec["backoffLimit"] == 0 and spec["preRunningDeadlineSeconds"] == 1800
     assert spec["submissionMode"] == "K8sJobMode"
     cluster = spec["rayClusterSpec"]

@@ -529,10 +529,10 @@ each failing with a message that names the values to change.
 {{- fail "rayJob.ttlSecondsAfterFinished needs rayJob.shutdownAfterJobFinishes: true (set the TTL to 0 or turn shutdown on)" }}
 {{- end }}
 {{- if and (or $rj.suspend $rj.queueName) (not $rj.shutdownAfterJobFinishes) }}
-{{- fail "rayJob.suspend / rayJob.queueName (Kueue) need rayJob.shutdownAfterJobFinishes: true (and rayJob.deletionStrategy.deletionRules=null)" }}
+{{- fail "rayJob.suspend / rayJob.queueName (Kueue) need rayJob.shutdownAfterJobFinishes: true (the default), so no rayJob.deletionStrategy.deletionRules" }}
 {{- end }}
 {{- if and $rules $rj.shutdownAfterJobFinishes }}
-{{- fail "rayJob.deletionStrategy.deletionRules and rayJob.shutdownAfterJobFinishes: true are mutually exclusive (KubeRay): set shutdownAfterJobFinishes: false and ttlSecondsAfterFinished: 0, or drop the rules with rayJob.deletionStrategy.deletionRules=null" }}
+{{- fail "rayJob.deletionStrategy.deletionRules and rayJob.shutdownAfterJobFinishes: true are mutually exclusive (KubeRay): with rules set shutdownAfterJobFinishes: false and ttlSecondsAfterFinished: 0, or drop the rules (rayJob.deletionStrategy=null: shutdownAfterJobFinishes deletes the cluster on every end, STOPPED included)" }}
 {{- end }}
 {{- if and $rules $legacy }}
 {{- fail "rayJob.deletionStrategy: use either deletionRules or onSuccess+onFailure, not both (set rayJob.deletionStrategy.deletionRules=null to use onSuccess/onFailure)" }}
