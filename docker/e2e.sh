@@ -13,8 +13,8 @@
 # Everything started here (containers, dockerd and its containerd, the S3 server) is stopped on exit,
 # success or failure. Env knobs: E2E_IMAGE (tag), E2E_KEEP_IMAGE=0 (remove the image afterwards; only with our own dockerd),
 # E2E_DOCKER_ROOT (data root of our own dockerd; default .cache/docker, reused so reruns are warm).
-# `docker/e2e.sh --save FILE` stops after the build and writes the image with `docker save` to FILE
-# (the local cluster, k8s/local/cluster.sh, imports it into its containerd).
+# `docker/e2e.sh --save FILE` stops after the build and writes the image with `docker save` to FILE,
+# which may be a named pipe (the local cluster, k8s/local/cluster.sh, streams it into its containerd).
 set -euo pipefail
 
 SAVE_TO=""
@@ -175,8 +175,9 @@ phase base ensure_base
 phase wheels fill_wheels
 phase build build_image
 if [ -n "$SAVE_TO" ]; then
-    phase save docker save -o "$SAVE_TO" "$IMAGE"
-    log "image $IMAGE saved to $SAVE_TO ($(du -h "$SAVE_TO" | cut -f1))"
+    save_image() { docker save "$IMAGE" > "$SAVE_TO"; }  # a redirection: `-o` would replace a pipe
+    phase save save_image
+    log "image $IMAGE saved to $SAVE_TO"
     exit 0
 fi
 phase run run_containers

@@ -2,6 +2,7 @@
 
     python k8s/kind/s3seed.py seed --endpoint http://127.0.0.1:18333   # bucket, sample photos, weights
     python k8s/kind/s3seed.py show --endpoint http://127.0.0.1:18333   # print the Parquet rows
+    python k8s/kind/s3seed.py show --endpoint ... --output predictions/<runId>/   # a run's own prefix
 
 Credentials come from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY. The photos and the pretrained
 EfficientNet-Lite0 checkpoint are the ones `make demo` uses (devkit.samples; e2e.sh runs this with the repository root on PYTHONPATH) (no internet needed).
@@ -36,16 +37,18 @@ def seed(endpoint: str) -> None:
     print(f"uploaded {len(images)} images to s3://{BUCKET}/images/ and the model to s3://{BUCKET}/models/")
 
 
-def show(endpoint: str) -> int:
+def show(endpoint: str, output: str = "predictions/") -> int:
     import pyarrow.parquet as pq
     from pyarrow import fs
 
     client = _client(endpoint)
-    keys = [o["Key"] for o in client.list_objects_v2(Bucket=BUCKET, Prefix="predictions/").get("Contents", [])]
-    if "predictions/_SUCCESS" not in keys:
-        print(f"no _SUCCESS under s3://{BUCKET}/predictions/ (found: {keys})", file=sys.stderr)
+    output = output.rstrip("/") + "/"
+    keys = [o["Key"] for o in client.list_objects_v2(Bucket=BUCKET, Prefix=output).get("Contents", [])]
+    if f"{output}_SUCCESS" not in keys:
+        print(f"no _SUCCESS under s3://{BUCKET}/{output} (found: {keys})", file=sys.stderr)
         return 1
-    summary = json.loads(client.get_object(Bucket=BUCKET, Key="predictions.batchinfer/summary.json")["Body"].read())
+    summary_key = f"{output.rstrip('/')}.batchinfer/summary.json"
+    summary = json.loads(client.get_object(Bucket=BUCKET, Key=summary_key)["Body"].read())
     s3 = fs.S3FileSystem(endpoint_override=endpoint.split("://", 1)[1], scheme=endpoint.split("://", 1)[0],
                          access_key=os.environ["AWS_ACCESS_KEY_ID"], secret_key=os.environ["AWS_SECRET_ACCESS_KEY"],
                          region=os.environ.get("AWS_REGION", "us-east-1"))
@@ -63,11 +66,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("command", choices=["seed", "show"])
     parser.add_argument("--endpoint", required=True)
+    parser.add_argument("--output", default="predictions/",
+                        help=f"show: the run's output prefix in s3://{BUCKET}/ (default predictions/)")
     args = parser.parse_args()
     if args.command == "seed":
         seed(args.endpoint)
         return 0
-    return show(args.endpoint)
+    return show(args.endpoint, args.output)
 
 
 if __name__ == "__main__":

@@ -51,6 +51,9 @@ PAUSE_IMAGE=registry.k8s.io/pause:3.10.1
 KUBERAY_NAMESPACE=kuberay-system
 S3_ENV="$CLUSTER_HOME/s3.env"   # AWS_ENDPOINT_URL and credentials (mode 0600)
 # Host processes, in start order: down stops them in reverse.
+SYSCTLS_TOUCHED="net.ipv4.ip_forward net.bridge.bridge-nf-call-iptables fs.inotify.max_user_instances
+    fs.inotify.max_user_watches vm.overcommit_memory vm.panic_on_oom kernel.panic kernel.panic_on_oops
+    kernel.keys.root_maxkeys kernel.keys.root_maxbytes net.ipv4.conf.all.route_localnet"
 COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler containerd kubelet kube-proxy coredns seaweedfs kwok)
 
 log() { echo "[cluster $(date +%H:%M:%S)] $*"; }
@@ -149,7 +152,7 @@ build_kubernetes() {
     for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
         ld="$ld -X $p.gitVersion=$K8S_VERSION -X $p.gitMajor=1 -X $p.gitMinor=$minor -X $p.gitTreeState=clean"
     done
-    log "building kubernetes $K8S_VERSION (${names[*]}): cold, about an hour on 2 cores; log $LOGS/build-kubernetes.log"
+    log "building kubernetes $K8S_VERSION (${names[*]}): cold: about 15 minutes on 2 cores; log $LOGS/build-kubernetes.log"
     (cd "$HERE/build/kubernetes" && go build -trimpath -ldflags "-s -w $ld" -o "$BIN/" \
         $(printf 'k8s.io/kubernetes/cmd/%s ' "${names[@]}")) >"$LOGS/build-kubernetes.log" 2>&1 \
         || { tail -20 "$LOGS/build-kubernetes.log" >&2; die "building kubernetes failed (log $LOGS/build-kubernetes.log)"; }
@@ -272,9 +275,10 @@ network_up() {
         ip link set "$BRIDGE" up
     fi
     # Kernel settings, remembered so that down puts them back.
+    # The kubelet sets vm.* and kernel.* defaults of its own (kubelet's setupKernelTunables), so
+    # those are remembered too.
     if [ ! -f "$RUN/sysctl.saved" ]; then
-        sysctl net.ipv4.ip_forward net.bridge.bridge-nf-call-iptables fs.inotify.max_user_instances \
-            fs.inotify.max_user_watches | sed 's/ = /=/' > "$RUN/sysctl.saved"
+        sysctl $SYSCTLS_TOUCHED 2>/dev/null | sed 's/ = /=/' > "$RUN/sysctl.saved"
     fi
     sysctl -qw net.ipv4.ip_forward=1 net.bridge.bridge-nf-call-iptables=1 \
         fs.inotify.max_user_instances=8192 fs.inotify.max_user_watches=524288
@@ -380,7 +384,7 @@ control_plane_up() {
         --listen-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
         --initial-cluster "local=http://127.0.0.1:$ETCD_PEER_PORT" --listen-metrics-urls "" --log-level warn
     wait_for etcd 30 curl -sf "http://127.0.0.1:$ETCD_PORT/health"
-    start kube-apiserver kube-apiserver --etcd-servers "http://127.0.0.1:$ETCD_PORT" \
+    start kube-apiserver kube-apiserver --etcd-servers "http://127.0.0.1:$ETCD_PORT" --kubelet-preferred-address-types InternalIP \
         --bind-address "$NODE_IP" --advertise-address "$NODE_IP" --secure-port "$APISERVER_PORT" \
         --service-cluster-ip-range "$SERVICE_CIDR" \
         --client-ca-file "$PKI/ca.crt" --tls-cert-file "$PKI/apiserver.crt" --tls-private-key-file "$PKI/apiserver.key" \
@@ -404,7 +408,15 @@ control_plane_up() {
         --bind-address 127.0.0.1 --leader-elect=false --profiling=false --v=1
 }
 
+has_cap_sys_resource() {  # CAP_SYS_RESOURCE (bit 24) in this shell's effective set
+    (( (0x$(awk '/^CapEff:/ {print $2}' /proc/self/status) >> 24) & 1 ))
+}
+
 node_up() {
+    # Without CAP_SYS_RESOURCE (some VMs' root lacks it) runc cannot lower a sandbox's oom_score_adj to
+    # the kubelet's -998 and every pod fails ("can't get final child's PID"): containerd then keeps
+    # each container's score no lower than its own.
+    has_cap_sys_resource || log "no CAP_SYS_RESOURCE here: containerd restricts oom_score_adj (restrict_oom_score_adj)"
     mkdir -p "$STATE/containerd" "$STATE/cni/net.d" "$STATE/kubelet" "$STATE/pod-logs" "$RUN/containerd"
     cat > "$STATE/containerd/config.toml" <<EOF
 version = 2
@@ -415,6 +427,7 @@ state = "$RUN/containerd"
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "$PAUSE_IMAGE"
   enable_selinux = false
+  restrict_oom_score_adj = $(has_cap_sys_resource && echo false || echo true)
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "overlayfs"
     default_runtime_name = "runc"
@@ -468,9 +481,12 @@ resolvConf: /etc/resolv.conf
 podLogsDir: $STATE/pod-logs
 tlsCertFile: $PKI/kubelet.crt
 tlsPrivateKeyFile: $PKI/kubelet.key
-# The images are imported, never pulled: keep them however full the disk gets.
+# The images are imported, never pulled: the kubelet must never delete one to free disk, so image
+# GC is off and every eviction signal has a small absolute threshold (one left out takes the
+# kubelet's default, e.g. imagefs.available 15%, which a developer's full disk crosses at once).
 imageGCHighThresholdPercent: 100
-evictionHard: {memory.available: 200Mi, nodefs.available: 2%, imagefs.available: 2%}
+imageGCLowThresholdPercent: 99
+evictionHard: {memory.available: 200Mi, nodefs.available: 1Gi, nodefs.inodesFree: 1%, imagefs.available: 1Gi, imagefs.inodesFree: 1%}
 serializeImagePulls: false
 EOF
     start kubelet kubelet --config "$STATE/kubelet/config.yaml" --kubeconfig "$CLUSTER_HOME/kubelet.kubeconfig" \
@@ -487,7 +503,8 @@ bindAddress: $NODE_IP
 healthzBindAddress: 127.0.0.1:10256
 metricsBindAddress: 127.0.0.1:10249
 nodePortAddresses: [$NODE_IP/32]
-conntrack: {maxPerCore: 0}
+# Leave the machine's conntrack settings alone (kube-proxy would raise them).
+conntrack: {maxPerCore: 0, tcpEstablishedTimeout: 0s, tcpCloseWaitTimeout: 0s}
 iptables: {localhostNodePorts: false}
 EOF
     start kube-proxy kube-proxy --config "$STATE/kube-proxy.yaml" --v=1
@@ -514,20 +531,27 @@ oci_image() {  # oci_image REF PATH-IN-IMAGE BINARY UID: a one-file OCI image ar
     python3 "$HERE/oci_image.py" "$@"
 }
 
-JOB_IMAGE="${CLUSTER_JOB_IMAGE:-batchinfer:e2e}"
+JOB_IMAGE="${CLUSTER_JOB_IMAGE:-batchinfer:0.1.0}"   # what `make image` builds
 load_job_image() {
-    local ctr_="ctr --address $RUN/containerd.sock -n k8s.io" tar="$CLUSTER_HOME/images/job.tar"
-    if $ctr_ images ls -q | grep -qx "docker.io/library/$JOB_IMAGE" && [ "$(cat "$CLUSTER_HOME/images/job.id" 2>/dev/null)" = "$(job_image_key)" ]; then
+    local ctr_="ctr --address $RUN/containerd.sock -n k8s.io" tar="$CLUSTER_HOME/images/job.pipe" key
+    key="$(job_image_key)"
+    if $ctr_ images ls -q | grep -qx "docker.io/library/$JOB_IMAGE" && [ "$(cat "$CLUSTER_HOME/images/job.id" 2>/dev/null)" = "$key" ]; then
         log "image $JOB_IMAGE: loaded"; return
     fi
     mkdir -p "$CLUSTER_HOME/images"
-    log "building the job image $JOB_IMAGE with docker/e2e.sh (log $LOGS/image.log)"
-    E2E_IMAGE="$JOB_IMAGE" bash "$ROOT/docker/e2e.sh" --save "$tar" >"$LOGS/image.log" 2>&1 \
-        || { tail -30 "$LOGS/image.log" >&2; die "building the job image failed (log $LOGS/image.log)"; }
-    log "importing $JOB_IMAGE into the node's containerd ($(du -h "$tar" | cut -f1))"
-    $ctr_ images import "$tar" >/dev/null
+    # Streamed: docker save writes into a pipe that ctr imports from, so the ~7 GB archive never
+    # lands on disk beside the image's two other copies (docker's and containerd's).
+    log "building the job image $JOB_IMAGE with docker/e2e.sh and streaming it into the node's containerd (log $LOGS/image.log)"
+    rm -f "$tar"; mkfifo "$tar"
+    $ctr_ images import "$tar" >"$LOGS/image-import.log" 2>&1 &
+    local importer=$!
+    if ! E2E_IMAGE="$JOB_IMAGE" bash "$ROOT/docker/e2e.sh" --save "$tar" >"$LOGS/image.log" 2>&1; then
+        kill "$importer" 2>/dev/null; rm -f "$tar"
+        tail -30 "$LOGS/image.log" >&2; die "building the job image failed (log $LOGS/image.log)"
+    fi
+    wait "$importer" || { rm -f "$tar"; cat "$LOGS/image-import.log" >&2; die "importing the job image failed"; }
     rm -f "$tar"
-    job_image_key > "$CLUSTER_HOME/images/job.id"
+    echo "$key" > "$CLUSTER_HOME/images/job.id"
 }
 
 job_image_key() {  # what the job image is built from: a change rebuilds it
