@@ -5,7 +5,7 @@
     python k8s/kind/s3seed.py show --endpoint ... --output predictions/<runId>/   # a run's own prefix
 
 Credentials come from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY. The photos and the pretrained
-EfficientNet-Lite0 checkpoint are the ones `make demo` uses (devkit.samples; e2e.sh runs this with the repository root on PYTHONPATH) (no internet needed).
+EfficientNet-Lite0 checkpoint are the ones `make demo` uses (devkit.samples, no internet needed).
 """
 from __future__ import annotations
 
@@ -13,6 +13,9 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # devkit, from the repository root
 
 BUCKET = "batchinfer"
 

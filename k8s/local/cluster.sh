@@ -598,10 +598,15 @@ PY"
 
 kuberay_up() {
     # As docs/kubernetes.md documents it, then the operator image made from the built binary.
+    local v; v="$(kuberay_version)"
+    # A fallback operator image set by an earlier `up` would conflict with the apply (another field
+    # manager owns the image): put the documented image back first, so the apply stays as documented.
+    if [ "$v" != "$KUBERAY_VERSION" ] && kubectl -n "$KUBERAY_NAMESPACE" get deploy/kuberay-operator >/dev/null 2>&1; then
+        kubectl -n "$KUBERAY_NAMESPACE" set image deploy/kuberay-operator "kuberay-operator=quay.io/kuberay/operator:$KUBERAY_VERSION" >/dev/null
+    fi
     log "KubeRay: kubectl apply --server-side -k k8s/kuberay"
     kubectl apply --server-side -k "$ROOT/k8s/kuberay" >"$LOGS/kuberay-apply.log" 2>&1 \
         || { cat "$LOGS/kuberay-apply.log" >&2; die "installing KubeRay from k8s/kuberay failed"; }
-    local v; v="$(kuberay_version)"
     if [ "$v" != "$KUBERAY_VERSION" ]; then
         log "WARNING: operator image set to quay.io/kuberay/operator:$v (the proxy refuses $KUBERAY_VERSION's source)"
         kubectl -n "$KUBERAY_NAMESPACE" set image deploy/kuberay-operator "kuberay-operator=quay.io/kuberay/operator:$v" >/dev/null

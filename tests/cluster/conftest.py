@@ -13,7 +13,7 @@ import os
 import shlex
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import boto3
@@ -46,8 +46,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 class Cluster:
     """Connection details of the running cluster, and the user's commands against it."""
 
-    env: dict[str, str]
-    s3_env: dict[str, str]
+    env: dict[str, str] = field(repr=False)     # holds the S3 credentials: never in a report
+    s3_env: dict[str, str] = field(repr=False)
 
     def sh(self, command: str, check: bool = True, timeout: float = 600, input: str | None = None,
            ) -> subprocess.CompletedProcess:

@@ -39,9 +39,10 @@ def test_kuberay_install_block(cluster: Cluster) -> None:
     operator fallback (the proxy refuses v1.7.0's source) the image is set back to the built one first."""
     fallback = (CLUSTER_HOME / "kuberay.version").read_text().strip()
     before = {}
-    if fallback != "v1.7.0":
-        before = {"kubectl -n kuberay-system rollout status":
-                  f"kubectl -n kuberay-system set image deploy/kuberay-operator kuberay-operator=quay.io/kuberay/operator:{fallback}"}
+    if fallback != "v1.7.0":  # the documented image first (no field-manager conflict), the built one after
+        image = "kubectl -n kuberay-system set image deploy/kuberay-operator kuberay-operator=quay.io/kuberay/operator:"
+        before = {"kubectl apply --server-side -k k8s/kuberay": image + "v1.7.0",
+                  "kubectl -n kuberay-system rollout status": image + fallback}
     cluster.sh(docblocks.script(docblocks.block("kuberay-install"), before=before))
     cluster.sh("kubectl get crd rayjobs.ray.io rayclusters.ray.io")
 
