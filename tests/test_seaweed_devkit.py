@@ -31,3 +31,37 @@ def test_copy_tree_uploads_a_folder_with_subfolders_byte_for_byte(s3: SeaweedSer
     assert sorted(obj["Key"] for obj in listed) == sorted(f"scale/flat/n3/{name}" for name in files)
     for name, body in files.items():
         assert client.get_object(Bucket="devkit-copy", Key=f"scale/flat/n3/{name}")["Body"].read() == body
+
+
+def test_serve_leaves_a_running_server_and_its_settings_in_a_private_file(tmp_path: Path) -> None:
+    """`python -m devkit.seaweed serve` (the local cluster's S3 server): the server outlives the command,
+    its client settings are in a 0600 file, and a second start reuses the credentials."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import boto3
+
+    env_file, pidfile = tmp_path / "s3.env", tmp_path / "s3.pid"
+    command = [sys.executable, "-m", "devkit.seaweed", "serve", "--dir", str(tmp_path / "s3"),
+               "--env-file", str(env_file), "--pidfile", str(pidfile)]
+    subprocess.run(command, check=True, timeout=120, cwd=Path(__file__).resolve().parents[1])
+    pid = int(pidfile.read_text())
+    try:
+        assert env_file.stat().st_mode & 0o777 == 0o600
+        settings = dict(line.split("=", 1) for line in env_file.read_text().split())
+        assert settings["AWS_ENDPOINT_URL"].startswith("http://127.0.0.1:")
+        client = boto3.client("s3", endpoint_url=settings["AWS_ENDPOINT_URL"], region_name="us-east-1",
+                              aws_access_key_id=settings["AWS_ACCESS_KEY_ID"],
+                              aws_secret_access_key=settings["AWS_SECRET_ACCESS_KEY"])
+        client.create_bucket(Bucket="served")
+        assert client.list_buckets()["Buckets"][0]["Name"] == "served"
+    finally:
+        os.killpg(pid, signal.SIGKILL)
+    subprocess.run(command, check=True, timeout=120, cwd=Path(__file__).resolve().parents[1])
+    try:
+        again = dict(line.split("=", 1) for line in env_file.read_text().split())
+        assert again["AWS_SECRET_ACCESS_KEY"] == settings["AWS_SECRET_ACCESS_KEY"]
+    finally:
+        os.killpg(int(pidfile.read_text()), signal.SIGKILL)
