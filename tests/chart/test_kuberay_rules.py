@@ -438,3 +438,18 @@ def test_chart_refuses_kuberays_pod_labels():
     helpers = (REPO_ROOT / "helm/batchinfer/templates/_helpers.tpl").read_text()
     (listed,) = re.findall(r"\$kuberayKeys := list (.+?) \}\}", helpers)
     assert set(shlex.split(listed)) == set(ray_pod_default_labels("head", "headgroup", "c"))
+
+
+def test_worker_groups_render_what_kuberays_update_writes_so_helm_upgrade_has_no_conflict() -> None:
+    """KubeRay's own Update of a RayJob (adding its finalizer) serializes every worker group with
+    `scaleStrategy: {}` (a struct field: `omitempty` never drops it; ray-operator apis/ray/v1
+    raycluster_types.go WorkerGroupSpec.ScaleStrategy). workerGroupSpecs is an atomic list, so if the
+    render lacks it that Update changes the list, the operator becomes its field manager, and the next
+    server-side `helm upgrade` (Helm 4's default) of the same RayJob fails with a conflict on
+    .spec.rayClusterSpec.workerGroupSpecs (seen on the local cluster, make cluster-e2e)."""
+    from tests.chart.render import documents, rayjob_of, template
+
+    for values in ([], ["tests/chart/values/two-gpu-groups.yaml"]):
+        job = rayjob_of(documents(template(values_files=values, set_values=["image.repository=r/batchinfer"])))
+        for group in job["spec"]["rayClusterSpec"]["workerGroupSpecs"]:
+            assert group["scaleStrategy"] == {}, group["groupName"]
