@@ -83,6 +83,11 @@ class Cluster:
         raise AssertionError(f"RayJob {name} not in {until} after {timeout:.0f} s: {json.dumps(job.get('status'))}\n"
                              + self.diagnose(namespace))
 
+    def wait_started(self, name: str, namespace: str = NAMESPACE, timeout: float = 120) -> dict:
+        """Wait until KubeRay has taken up the RayJob (a Ray cluster is being made for it): the check for
+        a run that a command started, where the e2e does not need its end."""
+        return self.wait_rayjob(name, namespace, timeout, until=("Initializing", "Running", "Complete"))
+
     def diagnose(self, namespace: str = NAMESPACE) -> str:
         out = self.sh(f"kubectl -n {namespace} get rayjobs,rayclusters,pods,jobs -o wide; "
                       f"kubectl -n {namespace} get events --sort-by=.lastTimestamp | tail -25; "
@@ -125,6 +130,23 @@ class Cluster:
             f"duplicates {sorted({p for p in paths if paths.count(p) > 1})}, "
             f"missing {sorted(self.input_keys() - set(paths))}")
         return rows
+
+
+# How the e2e fills the docs' placeholders for this cluster (docblocks.script's `replace`/`skip`): the
+# image repository is the image cluster-up imported, with the one-machine sizing and this S3 endpoint;
+# the docs' example buckets become the seeded one; `...` credentials come from the S3 server's env.
+LOCAL_IMAGE = ("batchinfer -f k8s/kind/values-cpu.yaml -f k8s/local/values.yaml "
+               '--set s3.endpoint="$BATCHINFER_S3_ENDPOINT"')
+BUCKETS = {"s3://photos/incoming/": "s3://batchinfer/images/", "s3://photos/labels/": "s3://batchinfer/labels/"}
+CREDENTIALS = {"AWS_ACCESS_KEY_ID=...": 'AWS_ACCESS_KEY_ID="$AWS_ACCESS_KEY_ID"',
+               "AWS_SECRET_ACCESS_KEY=...": 'AWS_SECRET_ACCESS_KEY="$AWS_SECRET_ACCESS_KEY"'}
+NO_IMAGE_BUILD = {"make image": "cluster-up built the image and imported it into the node",
+                  "docker push": "nothing is pushed: the node's containerd holds the image"}
+
+
+def uninstall(cluster: Cluster, release: str = "classify") -> None:
+    cluster.sh(f"helm uninstall {release} -n {NAMESPACE} --wait --timeout 3m")
+    cluster.wait_gone(f"pods -l app.kubernetes.io/instance={release}")
 
 
 def read_env_file(path: Path) -> dict[str, str]:

