@@ -15,8 +15,7 @@ def test_chart_example_then_unchanged_upgrade_then_documented_reruns(cluster: Cl
     cluster.sh(docblocks.script(
         docblocks.block("chart-quickstart"),
         skip={**NO_IMAGE_BUILD, "aws s3": "the aws CLI is not installed here: the test reads the same objects"},
-        replace={"$REGISTRY/batchinfer \\": f"{LOCAL_IMAGE} \\", **BUCKETS, **CREDENTIALS,
-                 "s3://photos/labels/first/": "s3://batchinfer/labels/first/"}), timeout=1800)
+        replace={"$REGISTRY/batchinfer \\": f"{LOCAL_IMAGE} \\", **BUCKETS, **CREDENTIALS}), timeout=1800)
     client = cluster.s3()
     assert client.get_object(Bucket="batchinfer", Key="labels/first.batchinfer/summary.json")["ContentLength"] > 0
     cluster.assert_each_input_once("labels/first/")
