@@ -73,8 +73,9 @@ def test_worker_pod_deleted_mid_run_loses_nothing(cluster: Cluster, seeded) -> N
     workers = "app.kubernetes.io/instance=fault,ray.io/node-type=worker"
     cluster.wait_rayjob("fault-batchinfer-fault", until=("Running",))
     # Mid-run: the job has staged its first results (some work done, most of it not).
-    wait_for("the first staged results", lambda: cluster.s3().list_objects_v2(
-        Bucket=BUCKET, Prefix="predictions/fault").get("KeyCount", 0) > 0, timeout=600)
+    staged = cluster.s3().list_objects_v2
+    wait_for("the first staged results", lambda: any(o["Key"].endswith(".parquet") for o in staged(
+        Bucket=BUCKET, Prefix="predictions/fault.batchinfer/staging/").get("Contents", [])), timeout=600)
     victim = pods(cluster, workers)[0]["metadata"]["name"]
     cluster.sh(f"kubectl -n {NAMESPACE} delete pod {victim} --wait=false")
     job = cluster.wait_rayjob("fault-batchinfer-fault")
@@ -96,6 +97,12 @@ def test_job_stopped_through_the_documented_path_deletes_its_cluster(cluster: Cl
     wait_for("the Ray job to run", lambda: cluster.kubectl_json(
         f"-n {NAMESPACE} get rayjob classify-batchinfer-stop")["status"].get("jobStatus") == "RUNNING", timeout=600)
     ray_cluster = cluster.kubectl_json(f"-n {NAMESPACE} get rayjob classify-batchinfer-stop")["status"]["rayClusterName"]
+    # Both head Services find the head pod (the chart leaves KubeRay's app.kubernetes.io/name alone).
+    for service in ("classify-batchinfer-stop-head-svc", f"{ray_cluster}-head-svc"):
+        slices = wait_for(f"endpoints of {service}", lambda s=service: [
+            e for sl in cluster.kubectl_json(f"-n {NAMESPACE} get endpointslices -l kubernetes.io/service-name={s}")["items"]
+            for e in sl.get("endpoints") or []], timeout=120)
+        assert slices, service
     submission = cluster.kubectl_json(f"-n {NAMESPACE} get rayjob classify-batchinfer-stop")["status"]["jobId"]
     cluster.sh(docblocks.script(docblocks.block("ray-dashboard"),
                                 after=f"sleep 1; ray job stop --address http://localhost:8265 {submission}; kill %1"),
