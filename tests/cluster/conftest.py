@@ -7,6 +7,7 @@ Everything goes through the commands a user types (kubectl, helm) with the clust
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -186,7 +187,15 @@ def fresh_namespace(cluster: Cluster, samples: set[str]) -> str:
 
 @pytest.fixture(scope="session")
 def samples(cluster: Cluster) -> set[str]:
-    """Sample photos (one corrupt) and the pretrained weights in s3://batchinfer/ (k8s/kind/s3seed.py)."""
+    """Sample photos (one corrupt) and the pretrained weights in s3://batchinfer/ (k8s/kind/s3seed.py),
+    in a bucket emptied first: the S3 server's data outlives cluster-down, and an earlier e2e's outputs
+    would make this one's runs find their work done (--resume)."""
+    client = cluster.s3()
+    with contextlib.suppress(client.exceptions.NoSuchBucket):
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET):
+            keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+            if keys:
+                client.delete_objects(Bucket=BUCKET, Delete={"Objects": keys})
     cluster.sh('python k8s/kind/s3seed.py seed --endpoint "$BATCHINFER_S3_ENDPOINT"')
     return cluster.input_keys()
 

@@ -9,7 +9,7 @@ from tests.cluster.conftest import BUCKET, NAMESPACE, Cluster
 
 LOCAL = "-f k8s/kind/values-cpu.yaml -f k8s/local/values.yaml --set s3.endpoint=\"$BATCHINFER_S3_ENDPOINT\""
 MANY_PREFIX = "many/"
-MANY = 600  # enough images for a run that lasts well beyond a worker pod's restart
+MANY = 1500  # a run of a few minutes on one CPU actor: the fault lands well inside it
 
 
 def seed_many(cluster: Cluster, samples: set[str]) -> set[str]:
@@ -72,10 +72,14 @@ def test_worker_pod_deleted_mid_run_loses_nothing(cluster: Cluster, seeded) -> N
                f"--set job.input=s3://{BUCKET}/{MANY_PREFIX}")
     workers = "app.kubernetes.io/instance=fault,ray.io/node-type=worker"
     cluster.wait_rayjob("fault-batchinfer-fault", until=("Running",))
-    # Mid-run: the job has staged its first results (some work done, most of it not).
-    staged = cluster.s3().list_objects_v2
-    wait_for("the first staged results", lambda: any(o["Key"].endswith(".parquet") for o in staged(
-        Bucket=BUCKET, Prefix="predictions/fault.batchinfer/staging/").get("Contents", [])), timeout=600)
+    # Mid-run: the pipeline (the job's second dataset, after the listing) has run for a while, with
+    # its inference actor on the worker; the fault must land before the commit.
+    wait_for("the pipeline to start", lambda: cluster.sh(
+        f"kubectl -n {NAMESPACE} logs job/fault-batchinfer-fault", check=False).stdout.count(
+        "Starting execution of Dataset") >= 2, timeout=600, interval=1)
+    time.sleep(20)
+    assert "_SUCCESS" not in str(cluster.s3().list_objects_v2(Bucket=BUCKET, Prefix="predictions/fault/")), \
+        "the run ended before the fault"
     victim = pods(cluster, workers)[0]["metadata"]["name"]
     cluster.sh(f"kubectl -n {NAMESPACE} delete pod {victim} --wait=false")
     job = cluster.wait_rayjob("fault-batchinfer-fault")

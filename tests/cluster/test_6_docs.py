@@ -14,16 +14,21 @@ def only_rayjob(cluster: Cluster, release: str = "classify") -> dict:
     return cluster.wait_rayjob(jobs[0]["metadata"]["name"])
 
 
-def test_kuberay_install_block(cluster: Cluster) -> None:
-    """Re-applying the documented KubeRay install is harmless (server-side apply, same objects). With the
-    operator fallback (the proxy refuses v1.7.0's source) the image is set back to the built one first."""
+def kuberay_apply_hooks(next_command: str) -> dict[str, str]:
+    """Re-applying the documented KubeRay install under the operator fallback (the proxy refuses
+    v1.7.0's source, cluster.sh runs v1.6.0): the documented image first, so that the apply meets no
+    field-manager conflict, and the built one again before `next_command`."""
     fallback = (CLUSTER_HOME / "kuberay.version").read_text().strip()
-    before = {}
-    if fallback != "v1.7.0":  # the documented image first (no field-manager conflict), the built one after
-        image = "kubectl -n kuberay-system set image deploy/kuberay-operator kuberay-operator=quay.io/kuberay/operator:"
-        before = {"kubectl apply --server-side -k k8s/kuberay": image + "v1.7.0",
-                  "kubectl -n kuberay-system rollout status": image + fallback}
-    cluster.sh(docblocks.script(docblocks.block("kuberay-install"), before=before))
+    if fallback == "v1.7.0":
+        return {}
+    image = "kubectl -n kuberay-system set image deploy/kuberay-operator kuberay-operator=quay.io/kuberay/operator:"
+    return {"kubectl apply --server-side -k k8s/kuberay": image + "v1.7.0", next_command: image + fallback}
+
+
+def test_kuberay_install_block(cluster: Cluster) -> None:
+    """Re-applying the documented KubeRay install is harmless (server-side apply, same objects)."""
+    cluster.sh(docblocks.script(docblocks.block("kuberay-install"),
+                                before=kuberay_apply_hooks("kubectl -n kuberay-system rollout status")))
     cluster.sh("kubectl get crd rayjobs.ray.io rayclusters.ray.io")
 
 
@@ -39,6 +44,7 @@ def test_helm_install_block(cluster: Cluster, fresh_namespace) -> None:
 def test_readme_deploy_block(cluster: Cluster, fresh_namespace) -> None:
     """The block starts a run (the same install as the helm-install block, which runs to its end)."""
     cluster.sh(docblocks.script(docblocks.block("readme-deploy"), skip=NO_IMAGE_BUILD,
+                                before=kuberay_apply_hooks("kubectl create namespace batch"),
                                 replace={"<registry>/batchinfer \\": f"{LOCAL_IMAGE} \\", **BUCKETS, **CREDENTIALS}),
                timeout=600)
     jobs = cluster.rayjobs("app.kubernetes.io/instance=classify")
