@@ -207,13 +207,20 @@ guard_up() {
     iptables -t mangle -N "$GUARD_CHAIN" 2>/dev/null || iptables -t mangle -F "$GUARD_CHAIN"
     for dns in $(resolvers); do iptables -t mangle -A "$GUARD_CHAIN" -d "$dns/32" -j RETURN; done
     # RFC 1918, shared address space (RFC 6598), link-local: nothing of the cluster may leave for them.
+    # Each drop is logged first (rate-limited, kernel log prefix "batchinfer-guard:"), to name the culprit.
     for cidr in 10.0.0.0/8 172.16.0.0/12 192.168.0.0/16 100.64.0.0/10 169.254.0.0/16; do
+        iptables -t mangle -A "$GUARD_CHAIN" -d "$cidr" -m limit --limit 10/min -j LOG --log-prefix "batchinfer-guard: "
         iptables -t mangle -A "$GUARD_CHAIN" -d "$cidr" -j DROP
     done
     iptables -t mangle -C POSTROUTING -o "$out" -j "$GUARD_CHAIN" 2>/dev/null \
         || iptables -t mangle -I POSTROUTING 1 -o "$out" -j "$GUARD_CHAIN"
-    # Nothing is forwarded out of the machine at all: pods reach only this host.
+    # Nothing is forwarded out of the machine at all: pods reach only this host. One known asker is
+    # refused at once instead of dropped: Ray's dashboard asks the cloud metadata address on every
+    # Kubernetes head, usage stats off or not (Ray 2.60 usage_stats_head.run ->
+    # usage_lib.get_cluster_config_to_report -> get_cloud_from_metadata_requests).
     iptables -N "$GUARD_CHAIN" 2>/dev/null || iptables -F "$GUARD_CHAIN"
+    iptables -A "$GUARD_CHAIN" -o "$out" -d 169.254.169.254/32 -j REJECT
+    iptables -A "$GUARD_CHAIN" -o "$out" -m limit --limit 10/min -j LOG --log-prefix "batchinfer-guard: "
     iptables -A "$GUARD_CHAIN" -o "$out" -j DROP
     iptables -C FORWARD -j "$GUARD_CHAIN" 2>/dev/null || iptables -I FORWARD 1 -j "$GUARD_CHAIN"
     # Sink routes: the service and fake-node ranges (and the pod range, behind the bridge's own
@@ -245,7 +252,8 @@ guard_report() {  # the guard's counters and routes, one line each (the e2e pars
     local out cidr
     out="$(outward_if)"
     iptables -t mangle -L "$GUARD_CHAIN" -nvx 2>/dev/null | awk -v o="$out" 'NR > 2 && $3 == "DROP" {print "drop", "mangle", o, $9, $1}'
-    iptables -L "$GUARD_CHAIN" -nvx 2>/dev/null | awk -v o="$out" 'NR > 2 && $3 == "DROP" {print "drop", "forward", o, "0.0.0.0/0", $1}'
+    iptables -L "$GUARD_CHAIN" -nvx 2>/dev/null | awk -v o="$out" 'NR > 2 && $3 == "DROP" {print "drop", "forward", o, "0.0.0.0/0", $1}
+                                                          NR > 2 && $3 == "REJECT" {print "refused", "forward", o, $9, $1}'
     for cidr in $POD_CIDR $SERVICE_CIDR $FAKE_NODE_POD_CIDR; do
         echo "route $cidr $(ip -4 route get "${cidr%/*}" | head -1 | sed -n 's/.* dev \([^ ]*\).*/\1/p')"
     done

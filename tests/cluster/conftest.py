@@ -216,13 +216,14 @@ def ensure_namespace(cluster: Cluster, namespace: str) -> None:
 
 
 def guard_report(cluster: Cluster) -> tuple[dict[str, int], dict[str, str]]:
-    """The guard's drop counters (rule -> packets) and each cluster range's route device."""
+    """The guard's counters (rule -> packets: drops, and the refusals of the cloud metadata address)
+    and each cluster range's route device."""
     counters, routes = {}, {}
     for line in cluster.sh(f"bash {CLUSTER_SH} guard").stdout.splitlines():
         kind, *rest = line.split()
-        if kind == "drop":
+        if kind in ("drop", "refused"):
             table, outward, cidr, packets = rest
-            counters[f"{table} {outward} {cidr}"] = int(packets)
+            counters[f"{kind} {table} {outward} {cidr}"] = int(packets)
         elif kind == "route":
             routes[rest[0]] = rest[1] if len(rest) > 1 else ""
     return counters, routes
@@ -244,6 +245,6 @@ def guard_baseline(cluster: Cluster) -> dict[str, int]:
     finally:
         probe.close()
     after, _ = guard_report(cluster)
-    rule = next(key for key in after if key.startswith("mangle") and key.endswith("192.168.0.0/16"))
+    rule = next(key for key in after if key.startswith("drop mangle") and key.endswith("192.168.0.0/16"))
     assert after[rule] > before[rule], f"the guard did not drop a probe to 192.168.255.1: {after}"
     return after
