@@ -306,7 +306,13 @@ network_down() {
     for l in $(ip -o link show | awk -F': ' '{print $2}' | sed 's/@.*//' | grep '^veth' || true); do
         ip link show "$l" | grep -q "master $BRIDGE" && ip link del "$l"
     done
-    [ -f "$RUN/sysctl.saved" ] && { sysctl -q -w $(cat "$RUN/sysctl.saved") || true; rm -f "$RUN/sysctl.saved"; }
+    if [ -f "$RUN/sysctl.saved" ]; then
+        local setting
+        while read -r setting; do
+            sysctl -q -w "$setting" >/dev/null || log "could not put back $setting"
+        done < "$RUN/sysctl.saved"
+        rm -f "$RUN/sysctl.saved"
+    fi
     guard_down
     rm -f "$RUN/network.up"
 }
@@ -689,8 +695,10 @@ up() {
 
 down() {
     mkdir -p "$RUN"
-    # Pods first, while the kubelet still runs, so that their sandboxes and mounts go cleanly.
+    # Pods first, while the kubelet still runs, so that their sandboxes and mounts go cleanly; the
+    # controllers stop before, or they would start new pods for the deleted ones.
     if alive kubelet && alive kube-apiserver; then
+        stop kube-controller-manager; stop kube-scheduler
         log "deleting every pod"
         kubectl delete pods --all --all-namespaces --grace-period=5 --timeout=60s >/dev/null 2>&1 || true
     fi
@@ -705,18 +713,40 @@ down() {
     done
     sleep 0.5
     # Mounts under the state dir (pod volumes, container rootfs, sandbox shm), deepest first.
-    findmnt -rn -o TARGET | grep -E "^($STATE|$RUN)(/|$)" | sort -r | while read -r m; do
+    { findmnt -rn -o TARGET | grep -E "^($STATE|$RUN)(/|$)" || true; } | sort -r | while read -r m; do
         umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true
     done
-    # Pod network namespaces containerd made, and their mounts.
+    # A container whose shim is gone lives on in the kubelet's pod cgroups: end it there.
+    local procs
+    procs="$(find /sys/fs/cgroup -path '*/kubepods*' -name cgroup.procs -exec cat {} + 2>/dev/null | sort -u)"
+    [ -n "$procs" ] && { log "killing container processes left: $(echo $procs)"; kill -KILL $procs 2>/dev/null || true; sleep 1; }
+    # Pod network namespaces containerd made (their veths go with them).
     for ns in $(ip netns list 2>/dev/null | awk '/^cni-/ {print $1}'); do ip netns del "$ns" 2>/dev/null || true; done
     # The kubelet's pod cgroups.
     find /sys/fs/cgroup -depth -type d -path '*/kubepods*' -exec rmdir {} + 2>/dev/null || true
-    # kube-proxy's rules.
+    # kube-proxy's rules, then the kubelet's own chains (KUBE-FIREWALL, KUBE-KUBELET-CANARY, ...).
     [ -x "$BIN/kube-proxy" ] && kube-proxy --cleanup >/dev/null 2>&1 || true
+    kube_chains_down
     network_down
     rm -rf "$RUN"
     check && log "cluster down: nothing left"
+}
+
+kube_chains_down() {  # every KUBE-* chain in every table (IPv4 and IPv6), and the rules that jump to them
+    local cmd table rule chain
+    for cmd in iptables ip6tables; do
+        for table in filter nat mangle; do
+            { $cmd -t "$table" -S 2>/dev/null | grep -E '^-A .*-j KUBE-' | sed 's/^-A /-D /' || true; } | while read -r rule; do
+                eval "$cmd -t $table $rule" 2>/dev/null || true
+            done
+            for chain in $($cmd -t "$table" -S 2>/dev/null | awk '/^-N KUBE-/ {print $2}'); do
+                $cmd -t "$table" -F "$chain" 2>/dev/null || true
+            done
+            for chain in $($cmd -t "$table" -S 2>/dev/null | awk '/^-N KUBE-/ {print $2}'); do
+                $cmd -t "$table" -X "$chain" 2>/dev/null || true
+            done
+        done
+    done
 }
 
 check() {  # check: what is left of a cluster; non-zero when anything is
@@ -731,7 +761,7 @@ check() {  # check: what is left of a cluster; non-zero when anything is
     ip link show "$BRIDGE" >/dev/null 2>&1 && { echo "left: interface $BRIDGE"; left=1; }
     ip link show "$SINK_LINK" >/dev/null 2>&1 && { echo "left: interface $SINK_LINK"; left=1; }
     ip netns list 2>/dev/null | grep -E "^(cni-|$SINK_NETNS)" | sed 's/^/left: netns /' | grep . && left=1
-    iptables-save 2>/dev/null | grep -E "$GUARD_CHAIN|KUBE-" | head -3 | sed 's/^/left: rule /' | grep . && left=1
+    { iptables-save; ip6tables-save; } 2>/dev/null | grep -E "$GUARD_CHAIN|KUBE-" | head -3 | sed 's/^/left: rule /' | grep . && left=1
     find /sys/fs/cgroup -maxdepth 3 -type d -name 'kubepods*' 2>/dev/null | head -3 | sed 's/^/left: cgroup /' | grep . && left=1
     return $left
 }
