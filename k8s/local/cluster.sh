@@ -90,12 +90,6 @@ preflight() {
     grep -qw overlay /proc/filesystems || die "the kernel has no overlay filesystem: containerd's overlayfs snapshotter cannot run"
     [ -d /proc/sys/net/bridge ] || die "no br_netfilter (/proc/sys/net/bridge missing): kube-proxy cannot see bridged traffic; load it with 'modprobe br_netfilter'"
     [ -n "$(outward_if)" ] || die "no default route: cannot tell the outward interface to guard"
-    # The job's image takes ~14 GB in the node's containerd (layers and their unpacked copy) beside its
-    # docker build; below the kubelet's eviction floor every imported image would be deleted.
-    mkdir -p "$CLUSTER_HOME"
-    local free_gib; free_gib=$(( $(df -Pk "$CLUSTER_HOME" | awk 'NR == 2 {print $4}') / 1048576 ))
-    [ "$free_gib" -ge "${CLUSTER_MIN_FREE_GIB:-20}" ] || [ -f "$RUN/network.up" ] \
-        || die "only $free_gib GiB free under $CLUSTER_HOME: the cluster needs 20 (the job image twice, in docker and in containerd); free some (docker image prune) or set CLUSTER_HOME elsewhere"
     ip link show "$BRIDGE" >/dev/null 2>&1 && [ ! -f "$RUN/network.up" ] && die "interface $BRIDGE exists but this cluster did not make it: remove it (ip link del $BRIDGE) or run 'make cluster-down'"
     # Kernel settings the cluster needs, tried (and put back) before the long build.
     local key
@@ -660,6 +654,16 @@ export BATCHINFER_S3_ENV=$S3_ENV
 EOF
 }
 
+disk_free() {
+    # The job's image takes ~14 GB in the node's containerd (layers and their unpacked copy) beside its
+    # docker build; below the kubelet's eviction floor every imported image would be deleted.
+    [ -f "$RUN/network.up" ] && return
+    mkdir -p "$CLUSTER_HOME"
+    local free_gib; free_gib=$(( $(df -Pk "$CLUSTER_HOME" | awk 'NR == 2 {print $4}') / 1048576 ))
+    [ "$free_gib" -ge 20 ] \
+        || die "only $free_gib GiB free under $CLUSTER_HOME: the cluster needs 20 (the job image twice, in docker and in containerd); free some (docker image prune) or set CLUSTER_HOME elsewhere"
+}
+
 ports_free() {  # the cluster's fixed ports, checked before it starts (a running cluster holds them)
     [ -f "$RUN/network.up" ] && return
     local port
@@ -673,6 +677,7 @@ up() {
     local t0=$SECONDS
     preflight
     ports_free
+    disk_free
     build_all
     log "network: the guard first (drops on $(outward_if) to private ranges but $(resolvers | tr '\n' ' '))"
     network_up
