@@ -34,7 +34,7 @@ LOGS="$CLUSTER_HOME/logs"
 # Go's own per-user caches (GOCACHE, GOMODCACHE) are kept: every clone on this machine shares them,
 # so a fresh clone links the binaries in minutes instead of compiling Kubernetes for an hour.
 export GOFLAGS=-mod=mod GOTOOLCHAIN=local
-export KUBECONFIG="$CLUSTER_HOME/admin.kubeconfig"
+export KUBECONFIG="$CLUSTER_HOME/admin.kubeconfig" KUBECACHEDIR="$CLUSTER_HOME/kube-cache"
 PATH="$BIN:$PATH"
 
 NODE_NAME=batchinfer-node
@@ -646,7 +646,7 @@ kwok_up() {
 print_env() {
     cat <<EOF
 # batchinfer local cluster (k8s/local/cluster.sh); source it: eval "\$(make -s cluster-env)"
-export KUBECONFIG=$CLUSTER_HOME/kubeconfig
+export KUBECONFIG=$CLUSTER_HOME/kubeconfig KUBECACHEDIR=$CLUSTER_HOME/kube-cache
 export PATH=$BIN:\$PATH
 # S3 (SeaweedFS): the same endpoint for this host and for pods; credentials in the file
 export BATCHINFER_S3_ENDPOINT=$(sed -n 's/^AWS_ENDPOINT_URL=//p' "$S3_ENV")
