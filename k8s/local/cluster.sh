@@ -90,7 +90,6 @@ preflight() {
     grep -qw overlay /proc/filesystems || die "the kernel has no overlay filesystem: containerd's overlayfs snapshotter cannot run"
     [ -d /proc/sys/net/bridge ] || die "no br_netfilter (/proc/sys/net/bridge missing): kube-proxy cannot see bridged traffic; load it with 'modprobe br_netfilter'"
     [ -n "$(outward_if)" ] || die "no default route: cannot tell the outward interface to guard"
-    ip link show "$BRIDGE" >/dev/null 2>&1 && [ ! -f "$RUN/network.up" ] && die "interface $BRIDGE exists but this cluster did not make it: remove it (ip link del $BRIDGE) or run 'make cluster-down'"
     # Kernel settings the cluster needs, tried (and put back) before the long build.
     local key
     for key in net.ipv4.ip_forward net.bridge.bridge-nf-call-iptables fs.inotify.max_user_instances; do
@@ -666,6 +665,7 @@ disk_free() {
 
 ports_free() {  # the cluster's fixed ports, checked before it starts (a running cluster holds them)
     [ -f "$RUN/network.up" ] && return
+    ip link show "$BRIDGE" >/dev/null 2>&1 && die "interface $BRIDGE exists but this cluster did not make it (another CLUSTER_HOME's cluster?): run 'make cluster-down' there, or ip link del $BRIDGE"
     local port
     for port in $ETCD_PORT $ETCD_PEER_PORT $APISERVER_PORT 10250 10248 10249 10256 10257 10259; do
         port_busy "$port" && die "port $port is busy (ss -ltnp 'sport = :$port' shows who): stop that process or run 'make cluster-down'"
