@@ -114,12 +114,14 @@ class SeaweedServer:
         return f"http://{self.host}:{self.ports['s3.port']}"
 
     def env(self) -> dict[str, str]:
-        """The standard AWS variables that point a client at this server."""
+        """The standard AWS variables that point a client at this server; clients (boto3, pyarrow's AWS
+        SDK) are told not to ask a cloud's instance metadata address for credentials or region."""
         return {
             "AWS_ENDPOINT_URL": self.endpoint,
             "AWS_ACCESS_KEY_ID": self.access_key,
             "AWS_SECRET_ACCESS_KEY": self.secret_key,
             "AWS_REGION": "us-east-1",
+            "AWS_EC2_METADATA_DISABLED": "true",
         }
 
     def client(self, config: Config | None = None):
