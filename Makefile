@@ -88,7 +88,7 @@ cluster-up: $(STAMP)
 	bash k8s/local/cluster.sh up
 
 cluster-e2e: $(STAMP)
-	BATCHINFER_CLUSTER_E2E=1 $(BIN)/python -m pytest tests/cluster -v -p no:cacheprovider
+	BATCHINFER_CLUSTER_E2E=1 $(BIN)/python -m pytest tests/cluster -v -s -p no:cacheprovider
 
 cluster-down:
 	bash k8s/local/cluster.sh down
