@@ -9,6 +9,7 @@
 #   k8s/local/cluster.sh check       list what is left of a cluster (processes, mounts, links, rules)
 #   k8s/local/cluster.sh guard       print the guard's drop counters and each CIDR's route
 #   k8s/local/cluster.sh env         print the cluster's connection details (sourceable)
+#   k8s/local/cluster.sh image-current  exit 0 when the node already holds this tree's job image
 #
 # Versions: k8s/local/versions.env. Everything it builds, writes and runs lives under CLUSTER_HOME
 # (default .cluster/ in the repo, git-ignored): bin/, pki/, state/, run/, logs/; Go's build and module
@@ -561,6 +562,10 @@ load_job_image() {
     echo "$key" > "$CLUSTER_HOME/images/job.id"
 }
 
+image_current() {  # the node's containerd holds the job image of this source tree
+    [ "$(cat "$CLUSTER_HOME/images/job.id" 2>/dev/null)" = "$(job_image_key)" ]
+}
+
 job_image_key() {  # what the job image is built from: a change rebuilds it
     (cd "$ROOT" && cat docker/Dockerfile constraints.txt pyproject.toml && git ls-files -s src) | sha256sum | cut -c1-16
 }
@@ -658,9 +663,10 @@ disk_free() {
     # docker build; below the kubelet's eviction floor every imported image would be deleted.
     [ -f "$RUN/network.up" ] && return
     mkdir -p "$CLUSTER_HOME"
-    local free_gib; free_gib=$(( $(df -Pk "$CLUSTER_HOME" | awk 'NR == 2 {print $4}') / 1048576 ))
-    [ "$free_gib" -ge 20 ] \
-        || die "only $free_gib GiB free under $CLUSTER_HOME: the cluster needs 20 (the job image twice, in docker and in containerd); free some (docker image prune) or set CLUSTER_HOME elsewhere"
+    local free_gib need=20; free_gib=$(( $(df -Pk "$CLUSTER_HOME" | awk 'NR == 2 {print $4}') / 1048576 ))
+    image_current && need=5   # imported already: pods' logs and scratch only
+    [ "$free_gib" -ge "$need" ] \
+        || die "only $free_gib GiB free under $CLUSTER_HOME: the cluster needs $need (the job image twice, in docker and in containerd); free some (docker image prune) or set CLUSTER_HOME elsewhere"
 }
 
 ports_free() {  # the cluster's fixed ports, checked before it starts (a running cluster holds them)
@@ -779,5 +785,6 @@ case "${1:-}" in
     check) check ;;
     guard) guard_report ;;
     env) print_env ;;
+    image-current) image_current ;;
     *) sed -n '2,/^set /{/^#/p}' "$0"; exit 2 ;;
 esac
