@@ -129,7 +129,7 @@ preflight() {
 
 # -------------------------------------------------------------------------------------------- build
 
-build_stamp() { echo "$1 $(go env GOVERSION) $(sha256sum "$HERE/versions.env" "$2" 2>/dev/null | sha256sum | cut -c1-16)"; }
+build_stamp() { echo "$1 $(go env GOVERSION) $(cat "$HERE/versions.env" "$2" 2>/dev/null | sha256sum | cut -c1-16)"; }  # contents, not paths
 
 built() {  # built NAME STAMP: the binary exists and was built from these pins
     [ -x "$BIN/$1" ] && [ "$(cat "$BIN/.$1.stamp" 2>/dev/null)" = "$2" ]
