@@ -192,6 +192,10 @@ class JobConfig:
     gpu_decode: str = flag("--gpu-decode", "decode JPEGs on the GPU with nvjpeg (auto: when the device is "
                            "CUDA)", COMPUTE, "auto", choices=GPU_DECODE_MODES)
     compile: bool = flag("--compile", "torch.compile the model", COMPUTE, False)
+    node_wait_s: float = flag(
+        "--node-wait", "on a Ray cluster that has no GPU (or, with --device cpu, no worker CPU) yet, how "
+        "long to wait for its autoscaler to add a node before failing; a GPU node from zero can take "
+        "many minutes", COMPUTE, 600.0, parse=positive_float, metavar="SECONDS")
 
     storage_timeout_s: float = flag(
         "--storage-timeout", "how long the object store may stay unreachable mid-run (retried with "
@@ -224,6 +228,7 @@ class JobConfig:
              f"--storage-timeout must be greater than 0 seconds (got {self.storage_timeout_s:g})"),
             (self.max_image_pixels >= 1,
              f"--max-image-pixels must be at least 1 (got {self.max_image_pixels})"),
+            (self.node_wait_s > 0, f"--node-wait must be greater than 0 seconds (got {self.node_wait_s:g})"),
             (self.wait_for_lease_s >= 0,
              f"--wait-for-lease must be 0 or more seconds (got {self.wait_for_lease_s:g})"),
         ]

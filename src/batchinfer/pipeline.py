@@ -37,7 +37,6 @@ CPU_WRITE_TASK = 0.0      # a Parquet write of one block is light: asking for no
                           # (reserved for actor + decode on a 2-CPU node) from holding writes back to the end
 CPU_IN_FLIGHT_BYTES = 256 * 2**20  # on CPU, per actor: blocks waiting for the model stay under this, whatever N
 REPORT_TASK = {"num_cpus": 0.25, "max_retries": 1}  # the HTML report: one light task on a worker node
-NODE_WAIT_S = 600          # how long the driver waits for the autoscaler to bring a GPU (or CPU worker) node
 ACTOR_CALLS_IN_FLIGHT = 2  # per actor: Ray Data batches the next input while the UDF runs (on CPU too: one
                            # call at a time was slower, docs/benchmarks.md)
 
@@ -72,37 +71,37 @@ def _node_cpus() -> list[float]:
     return [node["Resources"].get("CPU", 0) for node in ray.nodes() if node.get("Alive")]
 
 
-def _wait_for_gpu_node(gpus_per_actor: float) -> float:
+def _wait_for_gpu_node(gpus_per_actor: float, wait_s: float) -> float:
     """Run one task that asks for an inference actor's GPUs and checks CUDA where it lands; return the
     cluster's GPUs once it ran. On a cluster with no GPU yet (a KubeRay GPU group at 0 replicas) the
     pending task is resource demand the Ray autoscaler acts on, as the pending actors will be."""
     probe = ray.remote(num_cpus=0, num_gpus=gpus_per_actor)(cuda_problem).remote()
     if ray.cluster_resources().get("GPU", 0) < gpus_per_actor:
-        print(f"--device cuda: waiting up to {NODE_WAIT_S} s for the Ray autoscaler to add a GPU node", flush=True)
-    ready, _ = ray.wait([probe], timeout=NODE_WAIT_S)
+        print(f"--device cuda: waiting up to {wait_s:g} s for the Ray autoscaler to add a GPU node", flush=True)
+    ready, _ = ray.wait([probe], timeout=wait_s)
     if not ready:
         ray.cancel(probe)
-        raise UserError(f"--device cuda but no GPU node joined the Ray cluster within {NODE_WAIT_S} s: check the "
-                        "GPU worker group (maxReplicas, GPU node pool, NVIDIA device plugin), or run with "
-                        "--device cpu")
+        raise UserError(f"--device cuda but no GPU node joined the Ray cluster within {wait_s:g} s: check the "
+                        "GPU worker group (maxReplicas, GPU node pool, NVIDIA device plugin), raise --node-wait, "
+                        "or run with --device cpu")
     problem = ray.get(probe)
     if problem:
         raise UserError(problem)
     return ray.cluster_resources().get("GPU", 0)
 
 
-def _wait_for_cpu_node(cpus: float) -> None:
+def _wait_for_cpu_node(cpus: float, wait_s: float) -> None:
     """Run one task that asks for an inference actor's CPUs; return once it ran. On a cluster whose
     worker group is at 0 replicas (the head runs no tasks) the pending task is the demand the Ray
     autoscaler adds a worker for, as for a GPU node (`_wait_for_gpu_node`)."""
     probe = ray.remote(num_cpus=cpus)(lambda: None).remote()
-    print(f"--device cpu: waiting up to {NODE_WAIT_S} s for the Ray autoscaler to add a worker node with "
+    print(f"--device cpu: waiting up to {wait_s:g} s for the Ray autoscaler to add a worker node with "
           f"{cpus:g} CPUs", flush=True)
-    ready, _ = ray.wait([probe], timeout=NODE_WAIT_S)
+    ready, _ = ray.wait([probe], timeout=wait_s)
     if not ready:
         ray.cancel(probe)
-        raise UserError(f"no worker node with {cpus:g} CPUs joined the Ray cluster within {NODE_WAIT_S} s: check "
-                        "the worker group (replicas, maxReplicas, CPU requests) or --num-cpus-per-worker")
+        raise UserError(f"no worker node with {cpus:g} CPUs joined the Ray cluster within {wait_s:g} s: check "
+                        "the worker group (replicas, maxReplicas, CPU requests), --num-cpus-per-worker or --node-wait")
 
 
 def inference_device(config: JobConfig, cluster_gpus: float, joined_cluster: bool) -> str:
@@ -144,9 +143,9 @@ def plan_resources(config: JobConfig) -> Resources:
     gpus = ray.cluster_resources().get("GPU", 0)
     device = inference_device(config, gpus, joined_cluster=bool(os.environ.get("RAY_ADDRESS")))
     if device == "cuda":
-        gpus = _wait_for_gpu_node(config.num_gpus_per_worker)
+        gpus = _wait_for_gpu_node(config.num_gpus_per_worker, config.node_wait_s)
     elif os.environ.get("RAY_ADDRESS") and max(_node_cpus(), default=0) < (config.num_cpus_per_worker or 1.0):
-        _wait_for_cpu_node(config.num_cpus_per_worker or 1.0)
+        _wait_for_cpu_node(config.num_cpus_per_worker or 1.0, config.node_wait_s)
     return place_inference(config, device, gpus, _node_cpus())
 
 
