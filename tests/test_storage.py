@@ -17,7 +17,8 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 from batchinfer.config import S3Options
-from batchinfer.storage import arrow_can_address, is_transient, read_many, s3_filesystem
+from batchinfer.storage import arrow_can_address, read_many, s3_filesystem
+from batchinfer.storage_errors import ObjectMissing, is_transient
 from tests.support import RAY_ENV, run_cli
 
 BUCKET = "odd-keys"

@@ -37,7 +37,10 @@ from typing import Protocol
 from botocore.exceptions import BotoCoreError, ClientError
 
 from batchinfer.config import S3Options, UserError
-from batchinfer.storage import Location, StorageUnavailable
+from batchinfer.storage import LEASE as LEASE_REQUESTS
+from batchinfer.storage import Location, retry_storage, s3_client
+from batchinfer.storage_errors import (ObjectMissing, StorageError, StorageMisconfigured, StoreUnreachable,
+                                       from_boto)
 
 LEASE = "lease.json"  # in Output.meta
 LEASE_TTL_S = 30.0    # a lease not refreshed for this long belonged to a run that died
@@ -99,20 +102,15 @@ class LeaseStore(Protocol):
     def delete(self, token: str) -> None: ...
 
 
-def _code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
+class _Refused(Exception):
+    """The store refused a conditional request: its condition does not hold (412, or 409 for a
+    concurrent conditional write)."""
 
 
-def _status(exc: ClientError) -> int:
-    return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
-
-
-def _precondition_failed(exc: ClientError) -> bool:
-    return _code(exc) in _PRECONDITION_CODES or _status(exc) in (409, 412)
-
-
-def _missing(exc: ClientError) -> bool:
-    return _code(exc) in ("NoSuchKey", "404") or _status(exc) == 404
+def _refused_condition(exc: ClientError) -> bool:
+    code = str(exc.response.get("Error", {}).get("Code", ""))
+    status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
+    return code in _PRECONDITION_CODES or status in (409, 412)
 
 
 class S3LeaseStore:
@@ -122,15 +120,27 @@ class S3LeaseStore:
         self.client, self.bucket, self.key = client, bucket, key
         self.conditional = self._honours_conditions()
 
+    def _request(self, operation: str, key: str, **args: object) -> dict:
+        """One boto3 call on `key`: a refused condition raises _Refused, any other failure a typed
+        storage error (storage_errors)."""
+        try:
+            return getattr(self.client, operation)(Bucket=self.bucket, Key=key, **args)
+        except ClientError as exc:
+            if _refused_condition(exc):
+                raise _Refused from None
+            raise from_boto(exc, f"s3://{self.bucket}/{key}") from None
+        except BotoCoreError as exc:
+            raise from_boto(exc) from None
+
     def _refused(self, key: str, **condition: str) -> bool:
         """Whether the server refuses a write whose condition does not hold (False: it ignored it)."""
         try:
-            self.client.put_object(Bucket=self.bucket, Key=key, Body=b"probe", **condition)
+            self._request("put_object", key, Body=b"probe", **condition)
             return False
-        except ClientError as exc:
-            if _precondition_failed(exc):
-                return True
-            if _status(exc) in (400, 501):  # a server that rejects the header outright
+        except _Refused:
+            return True
+        except StorageMisconfigured as exc:
+            if exc.status in (400, 501):  # a server that rejects the header outright
                 return False
             raise
 
@@ -138,30 +148,26 @@ class S3LeaseStore:
         """Pre-flight probe on an object of our own: a create-if-absent over it and a write with a wrong
         ETag must both be refused."""
         probe = f"{self.key}.probe-{uuid.uuid4().hex[:8]}"
-        self.client.put_object(Bucket=self.bucket, Key=probe, Body=b"probe")
+        self._request("put_object", probe, Body=b"probe")
         try:
             return self._refused(probe, IfNoneMatch="*") and self._refused(probe, IfMatch='"0"')
         finally:
-            self.client.delete_object(Bucket=self.bucket, Key=probe)
+            self._request("delete_object", probe)
 
     def read(self) -> Record | None:
         try:
-            answer = self.client.get_object(Bucket=self.bucket, Key=self.key)
-        except ClientError as exc:
-            if _missing(exc):
-                return None
-            raise
+            answer = self._request("get_object", self.key)
+        except ObjectMissing:
+            return None
         date = answer["ResponseMetadata"]["HTTPHeaders"].get("date")  # the store's clock; ours if it sends none
         now = parsedate_to_datetime(date) if date else datetime.now(timezone.utc)
         return Record(answer["Body"].read(), answer["ETag"], (now - answer["LastModified"]).total_seconds())
 
     def _put(self, data: bytes, **condition: str) -> str | None:
         try:
-            return self.client.put_object(Bucket=self.bucket, Key=self.key, Body=data, **condition)["ETag"]
-        except ClientError as exc:
-            if _precondition_failed(exc) or _missing(exc):
-                return None
-            raise
+            return self._request("put_object", self.key, Body=data, **condition)["ETag"]
+        except (_Refused, ObjectMissing):
+            return None
 
     def _verified(self, data: bytes) -> str | None:
         """Fallback: after a plain write, wait, read back; ours only if our bytes are still there."""
@@ -191,11 +197,9 @@ class S3LeaseStore:
         if found is None or found.token != token:
             return
         try:
-            self.client.delete_object(Bucket=self.bucket, Key=self.key,
-                                      **({"IfMatch": token} if self.conditional else {}))
-        except ClientError as exc:
-            if not (_precondition_failed(exc) or _missing(exc)):
-                raise
+            self._request("delete_object", self.key, **({"IfMatch": token} if self.conditional else {}))
+        except (_Refused, ObjectMissing):
+            pass
 
 
 class LocalLeaseStore:
@@ -257,26 +261,16 @@ def lease_store(meta: Location, s3: S3Options) -> LeaseStore:
     conditional writes. A server that refuses our writes is a UserError."""
     if meta.scheme != "s3":
         return LocalLeaseStore(Path(meta.path) / LEASE)
-    import boto3
-    from botocore.config import Config
-
-    endpoint = s3.endpoint and (s3.endpoint if "://" in s3.endpoint else f"https://{s3.endpoint}")
-    client = boto3.client(
-        "s3", endpoint_url=endpoint or None, region_name=s3.region or "us-east-1",
-        aws_access_key_id=s3.access_key, aws_secret_access_key=s3.secret_key,
-        aws_session_token=s3.session_token,
-        config=Config(connect_timeout=5, read_timeout=15, retries={"mode": "standard", "max_attempts": 3},
-                      s3={"addressing_style": "path" if endpoint else "auto"}))
     bucket, prefix = meta.path.split("/", 1)
     try:
-        store = S3LeaseStore(client, bucket, f"{prefix}/{LEASE}")
-    except ClientError as exc:
-        raise UserError(f"cannot write to {meta.uri()}/ ({_code(exc) or _status(exc)}): batchinfer keeps its "
-                        "lease, staging area and summary there; allow the credentials to write and delete "
-                        "objects under that prefix") from None
-    except BotoCoreError as exc:
+        store = S3LeaseStore(s3_client(s3, LEASE_REQUESTS), bucket, f"{prefix}/{LEASE}")
+    except StoreUnreachable as exc:
         raise UserError(f"cannot reach the S3 endpoint {s3.endpoint or 'of AWS'} to write {meta.uri()}/ "
                         f"({exc}): check AWS_ENDPOINT_URL (or --s3-endpoint) and that the server is up") from None
+    except StorageError as exc:
+        raise UserError(f"cannot write to {meta.uri()}/ ({exc.code or exc.status}): batchinfer keeps its lease, "
+                        "staging area and summary there; allow the credentials to write and delete objects "
+                        "under that prefix") from None
     if not store.conditional:
         _log.warning("%s ignores conditional writes (If-None-Match, If-Match): the output lease falls back to "
                      "write, wait %.0f s and read back, which cannot tell apart two runs that start within "
@@ -286,13 +280,6 @@ def lease_store(meta: Location, s3: S3Options) -> LeaseStore:
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def _transient(exc: Exception) -> bool:
-    """The store is unreachable or overloaded (worth waiting for), not refusing us."""
-    if isinstance(exc, ClientError):
-        return _status(exc) >= 500
-    return isinstance(exc, (BotoCoreError, ConnectionError, TimeoutError))
 
 
 class Lease:
@@ -384,18 +371,7 @@ class Lease:
     def confirm(self, limit_s: float) -> None:
         """Right before committing: refresh the lease now, waiting up to `limit_s` for an unreachable
         store. LeaseLost when another run holds it."""
-        deadline = time.monotonic() + limit_s
-        while True:
-            try:
-                return self.renew()
-            except Exception as exc:
-                if not _transient(exc):
-                    raise
-                if time.monotonic() + HEARTBEAT_S > deadline:
-                    raise StorageUnavailable(
-                        f"object storage unreachable for more than {limit_s:g} s while confirming the lease on "
-                        f"{self.output_uri}; nothing was committed: fix the store, then rerun with --resume") from None
-                time.sleep(HEARTBEAT_S)
+        retry_storage(self.renew, f"confirm the lease on {self.output_uri}", limit_s)
 
     def release(self) -> None:
         """Stop the heartbeat and delete the lease if it is still ours."""

@@ -53,8 +53,9 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from batchinfer.config import JobConfig, S3Options, UserError
-from batchinfer.storage import (Location, _s3_client, check_bucket, explain, read_bytes, retry_storage,
+from batchinfer.storage import (Location, check_bucket, explain, read_bytes, retry_storage, s3_client,
                                 s3_filesystem)
+from batchinfer.storage_errors import from_boto
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 PAGE_KEYS = 1000          # keys per listing request (the S3 maximum)
@@ -160,14 +161,9 @@ class S3Lister:
 
         def request() -> dict:
             try:
-                return _s3_client(self.options).list_objects_v2(**args)
-            except (botocore.exceptions.ConnectionError, botocore.exceptions.HTTPClientError) as exc:
-                raise OSError(f"AWS Error NETWORK_CONNECTION: {exc}") from None
-            except botocore.exceptions.ClientError as exc:
-                status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-                if status >= 500:
-                    raise OSError(f"HTTP status {status}: {exc}") from None
-                raise
+                return s3_client(self.options).list_objects_v2(**args)
+            except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
+                raise from_boto(exc, f"s3://{self.bucket}/{prefix}") from None
 
         self.requests += 1
         answer = retry_storage(request, f"list s3://{self.bucket}/{prefix}", self.storage_timeout_s)
@@ -417,7 +413,7 @@ def _first_entries(source: Location, options: S3Options, storage_timeout_s: floa
     try:
         for page in _tree_pages(lister, directory):
             yield [(f"{bucket}/{key}", size) for key, size in zip(page.keys, page.sizes)]
-    except (OSError, botocore.exceptions.ClientError) as exc:
+    except OSError as exc:
         raise explain(exc, source.uri(), options) from None
 
 
@@ -431,7 +427,7 @@ def input_dataset(config: JobConfig, source: Location, exclude_prefixes: list[st
     else:
         try:
             units = plan_units(source, config.s3, config.storage_timeout_s)
-        except (OSError, botocore.exceptions.ClientError) as exc:
+        except OSError as exc:
             raise explain(exc, source.uri(), config.s3) from None
         bucket = source.path.partition("/")[0] if source.scheme == "s3" else ""
         rows = [{"unit": index, "kind": unit.kind, "directory": unit.directory, "after": unit.after,

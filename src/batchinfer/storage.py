@@ -1,4 +1,13 @@
-"""URIs to pyarrow filesystems, early storage checks, and concurrent object reads."""
+"""URIs to pyarrow filesystems and the boto3 client, early storage checks, concurrent object reads, and
+the one retry policy of every storage request.
+
+How long storage is retried (docs/reliability.md, "How long storage is waited for"): each request,
+pyarrow's and boto3's alike, has the limits of a RequestLimits (seconds to connect, seconds without a
+byte, the SDK's quick tries); a request that still fails with StoreUnreachable is retried by
+retry_storage with backoff until the store has been unreachable for --storage-timeout (STORAGE_TIMEOUT_S)
+in total, counted from its first failure; no try starts after that, and the job fails with
+StorageUnavailable. Every other error (missing, denied, misconfigured) is raised at once.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +15,9 @@ import functools
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TypeVar
 from urllib.parse import urlparse
@@ -18,27 +28,45 @@ import botocore.exceptions
 import pyarrow.fs as pafs
 
 from batchinfer.config import S3Options, UserError
+from batchinfer.storage_errors import (AccessDenied, BucketMissing, ObjectMissing, StorageMisconfigured,
+                                       StoreUnreachable, from_boto, typed)
 
 READ_THREADS = 16
-STORAGE_TIMEOUT_S = 180.0  # how long the store may stay unreachable mid-run before the job fails
-# Every S3 request: seconds to open a connection, seconds without a byte before the request is abandoned,
-# and tries (the SDK's own quick retries; longer outages are waited for by retry_storage).
-CONNECT_TIMEOUT_S = 10.0
-REQUEST_TIMEOUT_S = 60.0
-REQUEST_ATTEMPTS = 3
-# The pre-flight probe (does the bucket exist?) gives up sooner: 2 tries of 5 s each, so an endpoint
-# that accepts connections but never answers is reported in about 10 s, not after minutes of retries.
-PROBE_TIMEOUT_S = 5.0
-PROBE_ATTEMPTS = 2
-# Errors that mean "the store is unreachable or overloaded", not "this object is bad": the AWS SDK's
-# names for them, as in Ray Data's DataContext.retried_io_errors, plus 5xx answers and curl failures.
-TRANSIENT_STORAGE_ERRORS = (
-    "AWS Error NETWORK_CONNECTION", "AWS Error SERVICE_UNAVAILABLE", "AWS Error SLOW_DOWN",
-    "AWS Error INTERNAL_FAILURE", "AWS Error REQUEST_TIMEOUT", "HTTP status 5", "curlCode",
-)
+STORAGE_TIMEOUT_S = 180.0  # --storage-timeout: how long the store may stay unreachable before the job fails
 _MAX_BACKOFF_S = 30.0
+# Checksums only where an operation requires them, as boto3 < 1.36 did: boto3 >= 1.36 and the AWS SDK
+# C++ in pyarrow 26 (1.11.900) add a CRC checksum to every upload by default (pyarrow sends UploadPart as
+# aws-chunked with an x-amz-checksum-crc64nvme trailer), which GCS's XML API and older S3-compatible
+# servers reject. boto3 takes the setting in its Config; pyarrow's SDK reads it from the
+# environment when a filesystem is built (in this process, and in each Ray worker, which imports this
+# module before it rebuilds a pickled filesystem).
+CHECKSUMS = "when_required"
+os.environ.update(AWS_REQUEST_CHECKSUM_CALCULATION=CHECKSUMS, AWS_RESPONSE_CHECKSUM_VALIDATION=CHECKSUMS)
 _log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class RequestLimits:
+    """One S3 request's limits, for pyarrow and boto3 alike: seconds to open a connection, seconds
+    without a byte before the request is abandoned, and tries (the SDK's own quick retries)."""
+
+    connect_s: float
+    read_s: float
+    attempts: int
+
+    @property
+    def worst_s(self) -> float:
+        """The longest one request can take against a store that accepts connections and never answers."""
+        return self.attempts * (self.connect_s + self.read_s)
+
+
+REQUESTS = RequestLimits(10.0, 60.0, 3)  # the job's requests
+# The pre-flight probe (does the bucket exist?): a silent endpoint is reported in about 10 s, not after
+# minutes of retries.
+PROBE = RequestLimits(5.0, 5.0, 2)
+# The lease's requests: a heartbeat ends well within the lease's 30 s TTL (lease.py).
+LEASE = RequestLimits(5.0, 10.0, 2)
 
 
 class StorageUnavailable(RuntimeError):
@@ -69,15 +97,13 @@ def endpoint_url(options: S3Options) -> str | None:
     return options.endpoint if "://" in options.endpoint else f"https://{options.endpoint}"
 
 
-def s3_filesystem(options: S3Options, connect_timeout_s: float = CONNECT_TIMEOUT_S,
-                  request_timeout_s: float = REQUEST_TIMEOUT_S, attempts: int = REQUEST_ATTEMPTS
-                  ) -> pafs.S3FileSystem:
-    """A pyarrow S3 filesystem with retries and timeouts suited to long batch jobs."""
+def s3_filesystem(options: S3Options, limits: RequestLimits = REQUESTS) -> pafs.S3FileSystem:
+    """A pyarrow S3 filesystem with the request limits `limits`."""
     kwargs: dict = {
         "region": options.region or "us-east-1",
-        "connect_timeout": connect_timeout_s,
-        "request_timeout": request_timeout_s,
-        "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=attempts),
+        "connect_timeout": limits.connect_s,
+        "request_timeout": limits.read_s,
+        "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=limits.attempts),
     }
     if options.endpoint:
         parsed = urlparse(endpoint_url(options))
@@ -90,6 +116,22 @@ def s3_filesystem(options: S3Options, connect_timeout_s: float = CONNECT_TIMEOUT
         kwargs.update(access_key=options.access_key, secret_key=options.secret_key,
                       session_token=options.session_token)
     return pafs.S3FileSystem(**kwargs)
+
+
+@functools.lru_cache(maxsize=None)
+def s3_client(options: S3Options, limits: RequestLimits = REQUESTS):
+    """The boto3 S3 client (one per process, options and limits), for what pyarrow cannot do: keys it
+    cannot name, conditional writes. Same endpoint, limits and checksum setting as s3_filesystem;
+    path-style addressing at a custom endpoint, as pyarrow uses."""
+    config = botocore.config.Config(
+        connect_timeout=limits.connect_s, read_timeout=limits.read_s,
+        retries={"mode": "standard", "total_max_attempts": limits.attempts},
+        s3={"addressing_style": "path" if options.endpoint else "auto"},
+        request_checksum_calculation=CHECKSUMS, response_checksum_validation=CHECKSUMS)
+    return boto3.session.Session().client(
+        "s3", endpoint_url=endpoint_url(options), region_name=options.region or "us-east-1",
+        aws_access_key_id=options.access_key, aws_secret_access_key=options.secret_key,
+        aws_session_token=options.session_token, config=config)
 
 
 def resolve(uri: str, options: S3Options) -> Location:
@@ -107,23 +149,29 @@ def resolve(uri: str, options: S3Options) -> Location:
 
 
 def explain(exc: Exception, uri: str, options: S3Options) -> UserError:
-    """Turn a storage exception into a one-line message with the fix."""
-    text = str(exc)
+    """Turn a storage exception into a one-line message with the fix, by its kind (storage_errors)."""
+    path = uri.removeprefix("s3://")
+    error = typed(exc, [path, *path.split("/", 1)])
     endpoint = options.endpoint or "the default AWS endpoint"
-    if "curlCode: 28" in text or "REQUEST_TIMEOUT" in text:
+    if isinstance(error, StoreUnreachable) and error.timed_out:
         return UserError(f"the S3 endpoint {endpoint} does not respond (a request for {uri} timed out): "
                          "check that AWS_ENDPOINT_URL (or --s3-endpoint) points at an S3 server and that it "
                          "is up and not overloaded")
-    if "NETWORK_CONNECTION" in text or "curlCode" in text or "Could not connect" in text:
+    if isinstance(error, StoreUnreachable):
         return UserError(f"cannot reach the S3 endpoint {endpoint} while opening {uri}: check "
                          "AWS_ENDPOINT_URL (or --s3-endpoint) and that the server is up")
-    if any(code in text for code in ("ACCESS_DENIED", "SignatureDoesNotMatch", "InvalidAccessKeyId",
-                                     "AccessDenied", "403", "INVALID_ACCESS_KEY_ID", "SIGNATURE")):
-        return UserError(f"access to {uri} was denied by {endpoint}: check AWS_ACCESS_KEY_ID / "
+    if isinstance(error, AccessDenied):
+        return UserError(f"access to {uri} was denied by {endpoint} ({error.code}): check AWS_ACCESS_KEY_ID / "
                          "AWS_SECRET_ACCESS_KEY (or the pod's IAM role) and the bucket policy")
-    if "NoSuchBucket" in text or "NO_SUCH_BUCKET" in text:
+    if isinstance(error, BucketMissing):
         return UserError(f"the bucket in {uri} does not exist at {endpoint}: create it or fix the URI")
-    return UserError(f"cannot access {uri}: {text.splitlines()[0] if text else type(exc).__name__}")
+    if isinstance(error, ObjectMissing):
+        return UserError(f"{uri} does not exist at {endpoint}: check the URI")
+    if isinstance(error, StorageMisconfigured):
+        return UserError(f"{endpoint} refused a request for {uri} ({error.code or error.status}): check the "
+                         "region (AWS_REGION or --s3-region), the endpoint and the machine's clock")
+    text = str(error)
+    return UserError(f"cannot access {uri}: {text.splitlines()[0] if text else type(error).__name__}")
 
 
 def file_info(location: Location, path: str, options: S3Options) -> pafs.FileInfo:
@@ -137,41 +185,38 @@ def file_info(location: Location, path: str, options: S3Options) -> pafs.FileInf
 def check_bucket(location: Location, options: S3Options) -> None:
     """Fail early, with the fix, when the bucket is missing, unreachable, silent or forbidden.
 
-    The probe uses short timeouts (PROBE_TIMEOUT_S, PROBE_ATTEMPTS): a silent endpoint is reported in
-    seconds, while the job's own requests keep the longer ones."""
+    The probe has the PROBE limits: a silent endpoint is reported in seconds, while the job's own
+    requests keep the longer ones."""
     if location.scheme != "s3":
         return
     bucket = location.path.split("/", 1)[0]
-    probe = Location(s3_filesystem(options, PROBE_TIMEOUT_S, PROBE_TIMEOUT_S, PROBE_ATTEMPTS), bucket, "s3")
+    probe = Location(s3_filesystem(options, PROBE), bucket, "s3")
     if file_info(probe, bucket, options).type == pafs.FileType.NotFound:
         raise UserError(f"bucket {bucket!r} does not exist at {options.endpoint or 'AWS S3'}: create it "
                         "or fix the URI")
 
 
-def is_transient(exc: BaseException) -> bool:
-    """True when `exc` says the store is unreachable or overloaded (worth waiting for)."""
-    if not isinstance(exc, OSError) or isinstance(exc, (FileNotFoundError, PermissionError)):
-        return False
-    text = str(exc)
-    return any(marker in text for marker in TRANSIENT_STORAGE_ERRORS)
-
-
 def retry_storage(action: Callable[[], T], description: str, limit_s: float = STORAGE_TIMEOUT_S) -> T:
-    """Run a storage call; while the store is unreachable, retry it with exponential backoff.
+    """Run a storage call; while the store is unreachable (StoreUnreachable), retry it with exponential
+    backoff (0.5 s doubling to 30 s).
 
-    Raises StorageUnavailable once the store has been unreachable for `limit_s` seconds; any other
-    error (a missing object, a denied request) is raised at once.
+    Raises StorageUnavailable once the store has been unreachable for `limit_s` seconds (no try starts
+    after that); any other storage error (missing, denied, misconfigured) is raised at once, typed.
     """
-    deadline = time.monotonic() + limit_s
+    deadline: float | None = None
     delay = 0.5
     while True:
         try:
             return action()
-        except OSError as exc:
-            if not is_transient(exc):
-                raise
+        except (OSError, botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
+            error = typed(exc)
+            if not isinstance(error, StoreUnreachable):
+                if error is exc:
+                    raise
+                raise error from None
+            deadline = deadline if deadline is not None else time.monotonic() + limit_s
             if time.monotonic() + delay > deadline:
-                reason = str(exc).splitlines()[0][:300]
+                reason = str(error).splitlines()[0][:300]
                 raise StorageUnavailable(
                     f"object storage unreachable for more than {limit_s:g} s while trying to {description} "
                     f"({reason}); nothing was committed: fix the store or endpoint, then rerun with "
@@ -187,45 +232,35 @@ def arrow_can_address(path: str) -> bool:
     return all(part not in ("", ".", "..") for part in path.split("/"))
 
 
-@functools.lru_cache(maxsize=None)
-def _s3_client(options: S3Options):
-    """A boto3 S3 client (one per process and options) with the same endpoint, timeouts and tries as
-    s3_filesystem; path-style addressing, as pyarrow uses."""
-    config = botocore.config.Config(
-        connect_timeout=CONNECT_TIMEOUT_S, read_timeout=REQUEST_TIMEOUT_S, s3={"addressing_style": "path"},
-        retries={"mode": "standard", "total_max_attempts": REQUEST_ATTEMPTS})
-    return boto3.session.Session().client(
-        "s3", endpoint_url=endpoint_url(options), region_name=options.region or "us-east-1",
-        aws_access_key_id=options.access_key, aws_secret_access_key=options.secret_key,
-        aws_session_token=options.session_token, config=config)
+@contextmanager
+def _typed_errors(path: str) -> Iterator[None]:
+    """pyarrow's OSErrors on `path` (bucket/key) raised as typed storage errors."""
+    try:
+        yield
+    except OSError as exc:
+        error = typed(exc, [path, *path.split("/", 1)])
+        if error is exc:
+            raise
+        raise error from None
 
 
 def read_key_verbatim(options: S3Options, path: str) -> bytes:
-    """GET `bucket/key` with boto3, which sends any key as it is. Errors are raised as the OSErrors
-    pyarrow would raise, so retry_storage and the error rows treat both paths alike."""
+    """GET `bucket/key` with boto3, which sends any key as it is. Errors are typed as pyarrow's are."""
     bucket, key = path.split("/", 1)
     try:
-        return _s3_client(options).get_object(Bucket=bucket, Key=key)["Body"].read()
-    except botocore.exceptions.ClientError as exc:
-        error = exc.response.get("Error", {})
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-        text = f"{error.get('Code')}: {error.get('Message')} (s3://{path})"
-        if status == 404:
-            raise FileNotFoundError(text) from None
-        if status == 403:
-            raise PermissionError(text) from None
-        raise OSError(f"HTTP status {status} {text}") from None
-    except (botocore.exceptions.ConnectionError, botocore.exceptions.HTTPClientError) as exc:
-        # refused, reset or timed out: the store is unreachable, which retry_storage waits for
-        raise OSError(f"AWS Error NETWORK_CONNECTION: {exc}") from None
+        return s3_client(options).get_object(Bucket=bucket, Key=key)["Body"].read()
+    except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
+        raise from_boto(exc, f"s3://{path}") from None
 
 
 def read_bytes(filesystem: pafs.FileSystem, path: str, s3: S3Options | None = None) -> bytes:
-    """An object's bytes. S3 keys pyarrow cannot name are read with boto3 when `s3` is given."""
+    """An object's bytes; storage failures raised typed (storage_errors). S3 keys pyarrow cannot name
+    are read with boto3 when `s3` is given."""
     if s3 is not None and isinstance(filesystem, pafs.S3FileSystem) and not arrow_can_address(path):
         return read_key_verbatim(s3, path)
-    with filesystem.open_input_stream(path) as stream:
-        return stream.read()
+    with _typed_errors(path):
+        with filesystem.open_input_stream(path) as stream:
+            return stream.read()
 
 
 def read_many(filesystem: pafs.FileSystem, paths: list[str], storage_timeout_s: float = STORAGE_TIMEOUT_S,
@@ -251,5 +286,6 @@ def read_many(filesystem: pafs.FileSystem, paths: list[str], storage_timeout_s: 
 
 
 def write_bytes(filesystem: pafs.FileSystem, path: str, data: bytes) -> None:
-    with filesystem.open_output_stream(path) as stream:
+    """Write an object; storage failures raised typed (storage_errors)."""
+    with _typed_errors(path), filesystem.open_output_stream(path) as stream:
         stream.write(data)

@@ -1,5 +1,6 @@
 """storage.py without a server: URIs, the one-line explanation of storage errors, which errors are
-waited for, and retry_storage's backoff and limit.
+waited for, and retry_storage's backoff and limit. The errors are pyarrow's texts as its AWS SDK words
+them (the classification itself: test_storage_errors.py).
 
 retry_storage sleeps between tries: here its clock is a fake one (the module's `time` is replaced by
 FakeClock), so an outage of minutes takes no time and the waits it chose can be read back."""
@@ -13,11 +14,13 @@ import pytest
 
 from batchinfer import storage
 from batchinfer.config import S3Options, UserError
-from batchinfer.storage import (StorageUnavailable, arrow_can_address, endpoint_url, explain, is_transient,
-                                read_many, resolve, retry_storage)
+from batchinfer.storage import (StorageUnavailable, arrow_can_address, endpoint_url, explain, read_many, resolve,
+                                retry_storage)
+from batchinfer.storage_errors import AccessDenied, BucketMissing, ObjectMissing, is_transient
 
 OPTIONS = S3Options(endpoint="http://s3.example:8333")
-OUTAGE = OSError("AWS Error NETWORK_CONNECTION during GetObject operation: curlCode: 7, Couldn't connect")
+OUTAGE = OSError("When reading information for key 'in/a.jpg' in bucket 'b': AWS Error NETWORK_CONNECTION "
+                 "during GetObject operation: curlCode: 7, Couldn't connect to server")
 
 
 class FakeClock:
@@ -79,25 +82,46 @@ def test_outage_past_the_limit_fails_saying_nothing_was_committed(clock) -> None
     assert sum(clock.sleeps) <= 20 and clock.sleeps == [0.5, 1.0, 2.0, 4.0, 8.0]  # the next wait would pass it
 
 
-@pytest.mark.parametrize("error", [
-    FileNotFoundError("Path does not exist 'b/in/a.jpg'"),
-    PermissionError("AWS Error ACCESS_DENIED during GetObject operation"),
-    OSError("AWS Error NO_SUCH_BUCKET during HeadBucket operation"),
-    ValueError("Empty path component in path b/in//a.jpg"),
+@pytest.mark.parametrize(("error", "raised"), [
+    (FileNotFoundError("Path does not exist 'b/in/a.jpg'"), ObjectMissing),
+    (OSError("When getting information for key 'in/a.jpg' in bucket 'b': AWS Error ACCESS_DENIED during "
+             "HeadObject operation: No response body."), AccessDenied),
+    (OSError("When listing objects under key 'in/' in bucket 'b': AWS Error NO_SUCH_BUCKET during "
+             "ListObjectsV2 operation: The specified bucket does not exist"), BucketMissing),
+    (ValueError("Empty path component in path b/in//a.jpg"), ValueError),
 ], ids=["missing", "denied", "no-bucket", "not-an-oserror"])
-def test_other_errors_are_raised_at_once(clock, error) -> None:
+def test_other_errors_are_raised_at_once_typed(clock, error, raised) -> None:
     action = Flaky([error])
-    with pytest.raises(type(error)):
+    with pytest.raises(raised):
         retry_storage(action, "read b/in/a.jpg")
     assert action.calls == 1 and clock.sleeps == []
 
 
+def test_the_limit_counts_from_the_first_failure(clock) -> None:
+    """A call that worked for 100 s before the store went away: the outage still gets the whole limit."""
+    calls = []
+
+    def long_then_down() -> str:
+        calls.append(clock.now)
+        if len(calls) == 1:
+            clock.now += 100
+        raise OUTAGE
+
+    with pytest.raises(StorageUnavailable):
+        retry_storage(long_then_down, "commit s3://b/out/", limit_s=20)
+    assert clock.sleeps == [0.5, 1.0, 2.0, 4.0, 8.0]
+
+
 @pytest.mark.parametrize(("error", "transient"), [
     (OUTAGE, True),
-    (OSError("AWS Error SLOW_DOWN during PutObject operation: Please reduce your request rate"), True),
-    (OSError("When reading information for key 'in/a.jpg': HTTP status 503 Service Unavailable"), True),
-    (OSError("curlCode: 28, Timeout was reached"), True),
-    (OSError("AWS Error ACCESS_DENIED during GetObject operation"), False),
+    (OSError("When uploading part for key 'out/a' in bucket 'b': AWS Error SLOW_DOWN during UploadPart "
+             "operation: Please reduce your request rate"), True),
+    (OSError("When reading information for key 'in/a.jpg' in bucket 'b': AWS Error UNKNOWN (HTTP status 503) "
+             "during GetObject operation: Service Unavailable"), True),
+    (OSError("When getting information for key 'k' in bucket 'b': AWS Error NETWORK_CONNECTION during "
+             "HeadObject operation: curlCode: 28, Timeout was reached"), True),
+    (OSError("When reading information for key 'HTTP status 503' in bucket 'b': AWS Error ACCESS_DENIED "
+             "during GetObject operation"), False),
     (FileNotFoundError("AWS Error NETWORK_CONNECTION"), False),  # the type says what it is
     (PermissionError("HTTP status 503"), False),
     (RuntimeError("AWS Error NETWORK_CONNECTION"), False),
@@ -107,14 +131,20 @@ def test_transient_errors(error, transient) -> None:
 
 
 @pytest.mark.parametrize(("text", "expected"), [
-    ("curlCode: 28, Timeout was reached", ["does not respond", "http://s3.example:8333", "AWS_ENDPOINT_URL"]),
-    ("AWS Error NETWORK_CONNECTION during HeadBucket operation: curlCode: 7", ["cannot reach the S3 endpoint",
-                                                                               "s3://b/in/", "AWS_ENDPOINT_URL"]),
-    ("AWS Error ACCESS_DENIED during HeadBucket operation: 403", ["access to s3://b/in/ was denied",
-                                                                  "AWS_SECRET_ACCESS_KEY", "bucket policy"]),
-    ("AWS Error UNKNOWN (HTTP status 403) SignatureDoesNotMatch", ["denied", "AWS_ACCESS_KEY_ID"]),
-    ("NoSuchBucket: The specified bucket does not exist", ["the bucket in s3://b/in/ does not exist",
-                                                           "create it or fix the URI"]),
+    ("When getting information for key 'in' in bucket 'b': AWS Error NETWORK_CONNECTION during HeadObject "
+     "operation: curlCode: 28, Timeout was reached",
+     ["does not respond", "http://s3.example:8333", "AWS_ENDPOINT_URL"]),
+    ("When getting information for bucket 'b': AWS Error NETWORK_CONNECTION during HeadBucket operation: "
+     "curlCode: 7", ["cannot reach the S3 endpoint", "s3://b/in/", "AWS_ENDPOINT_URL"]),
+    ("When getting information for bucket 'b': AWS Error ACCESS_DENIED during HeadBucket operation: 403",
+     ["access to s3://b/in/ was denied", "AWS_SECRET_ACCESS_KEY", "bucket policy"]),
+    ("When listing objects under key 'in/' in bucket 'b': AWS Error SIGNATURE_DOES_NOT_MATCH during "
+     "ListObjectsV2 operation: The request signature we calculated does not match", ["denied", "AWS_ACCESS_KEY_ID"]),
+    ("When listing objects under key 'in/' in bucket 'b': AWS Error NO_SUCH_BUCKET during ListObjectsV2 "
+     "operation: The specified bucket does not exist", ["the bucket in s3://b/in/ does not exist",
+                                                        "create it or fix the URI"]),
+    ("When getting information for key 'in' in bucket 'b': AWS Error UNKNOWN (HTTP status 301) during "
+     "HeadObject operation: No response body.", ["refused a request for s3://b/in/ (UNKNOWN)", "AWS_REGION"]),
     ("something else entirely\nsecond line", ["cannot access s3://b/in/: something else entirely"]),
 ])
 def test_explain_gives_one_line_with_the_fix(text, expected) -> None:
@@ -125,11 +155,11 @@ def test_explain_gives_one_line_with_the_fix(text, expected) -> None:
 
 
 def test_explain_names_aws_when_no_endpoint_is_set() -> None:
-    assert "the default AWS endpoint" in str(explain(OSError("curlCode: 7"), "s3://b/", S3Options()))
+    assert "the default AWS endpoint" in str(explain(OUTAGE, "s3://b/", S3Options()))
 
 
 def test_explain_of_an_empty_message_names_the_error_type() -> None:
-    assert str(explain(TimeoutError(), "s3://b/", OPTIONS)) == "cannot access s3://b/: TimeoutError"
+    assert str(explain(ValueError(), "s3://b/", OPTIONS)) == "cannot access s3://b/: ValueError"
 
 
 def test_resolve_local_paths_and_s3_uris(tmp_path) -> None:
