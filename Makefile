@@ -8,13 +8,13 @@ IMAGE ?= batchinfer:0.1.0
 IMAGE_CPU ?= batchinfer:0.1.0-cpu
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: help venv demo test test-unit test-fast chart-test chart-render bench bench-scale image image-cpu image-e2e kind-up kind-e2e kind-down cluster-build cluster-up cluster-e2e cluster-down cluster-env lock
+.PHONY: help venv demo test test-unit test-slow chart-test chart-render bench bench-scale image image-cpu image-e2e kind-up kind-e2e kind-down cluster-build cluster-up cluster-e2e cluster-down cluster-env lock
 
 help:
 	@echo "make demo        run the job on the embedded default (local S3 server, local Ray, sample photos)"
-	@echo "make test-unit   the fast tier (tests/unit, under a minute): no S3 server, no Ray cluster"
-	@echo "make test        run the whole test suite: unit + integration (core, reliability, chart, benchmark smoke)"
-	@echo "make test-fast   the whole suite less the tests marked slow (fault injection, load, autoscaling)"
+	@echo "make test        the test gate (under 10 minutes): pure + integration (core, reliability, chart, demo, benchmark smoke)"
+	@echo "make test-unit   the pure tier: every test that needs no S3 server, Ray cluster or Docker, wherever it lives"
+	@echo "make test-slow   the slow tier: fault injection, load, autoscaling, driver memory (CI runs it after make test)"
 	@echo "make chart-render  regenerate k8s/rayjob.yaml from the chart's defaults"
 	@echo "make chart-test  helm lint/template + schema checks of the chart and k8s/ manifests"
 	@echo "make bench       benchmark: pipeline vs model-only ceiling vs naive baseline"
@@ -37,13 +37,13 @@ demo: $(STAMP)
 	$(BIN)/python -m devkit.demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest tests -m "not slow"
 
 test-unit: $(STAMP)
-	$(BIN)/python -m pytest tests/unit -q
+	$(BIN)/python -m pytest tests -q -m "not integration"
 
-test-fast: $(STAMP)
-	$(BIN)/python -m pytest tests -m "not slow"
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest tests -m slow
 
 chart-test: $(STAMP)
 	$(BIN)/python -m pytest tests/chart

@@ -1,11 +1,16 @@
-"""Session-wide real parts: one SeaweedFS S3 server, one two-node Ray cluster, sample data in S3."""
+"""The test tiers (pure or integration, by what a test asks for) and the session-wide real parts: one
+SeaweedFS S3 server, one two-node Ray cluster, sample data in S3."""
 
 from __future__ import annotations
 
 import os
+import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import ray
+from moto.server import ThreadedMotoServer
 
 from batchinfer.config import S3Options
 from devkit.samples import efficientnet_lite0_checkpoint, sample_images
@@ -13,16 +18,58 @@ from batchinfer.models import ModelRequest
 from devkit.seaweed import SeaweedServer
 from tests.support import BIN, RAY_ENV, LocalRayCluster, start_cluster
 
+pytest_plugins = ("pytester",)
+
 SAMPLES = "samples"
-UNIT_TIER = Path(__file__).resolve().parent / "unit"
+# Fixtures that start a real server or cluster (S3, Ray, moto, a browser); a test that asks for one, directly
+# or through another fixture, is `integration`. Every other test is pure and runs under `no_servers`.
+SERVER_FIXTURES = frozenset({"s3", "ray_cluster", "store", "cluster", "server", "flaky_store", "moto_options",
+                             "moto_store", "silent_endpoint", "chromium"})
+SERVER_PROGRAMS = frozenset({"ray", "weed", "docker", "dockerd", "chromium"})
+SERVER_MARKERS = ("slow", "container", "cluster")
+
+
+class StartsServer(AssertionError):
+    """A test that is not marked `integration` started Ray, an S3 server or Docker."""
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Everything outside tests/unit needs real servers, a Ray cluster, Docker or a long run: mark it
-    `integration`, so `pytest -m "not integration"` is the unit tier."""
+    """Mark `integration` every test that needs a real server: one that asks for a server fixture, or is
+    marked slow, container or cluster. The rest is the pure tier, `pytest -m "not integration"`
+    (`make test-unit`), wherever it lives."""
     for item in items:
-        if UNIT_TIER not in item.path.resolve().parents:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if fixtures & SERVER_FIXTURES or any(item.get_closest_marker(name) for name in SERVER_MARKERS):
             item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(autouse=True)
+def no_servers(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pure test runs with `ray.init`, moto's server and the server programs refused, so one that
+    starts a server without asking for its fixture fails here instead of slowing the pure tier."""
+    if request.node.get_closest_marker("integration"):
+        return
+
+    def refuse(what: str) -> Callable[..., None]:
+        def refused(*args: object, **kwargs: object) -> None:
+            raise StartsServer(f"a test not marked integration started {what}: ask for its fixture "
+                               f"(tests/conftest.py SERVER_FIXTURES) or mark the test integration")
+        return refused
+
+    popen_init = subprocess.Popen.__init__
+
+    def guarded_popen(self: subprocess.Popen, args, *rest: object, **kwargs: object) -> None:
+        program = args if isinstance(args, (str, bytes, os.PathLike)) else args[0]
+        name = os.path.basename(os.fsdecode(program).split()[0])
+        if name in SERVER_PROGRAMS:
+            refuse(f"`{name}`")()
+        popen_init(self, args, *rest, **kwargs)
+
+    if ray.is_initialized():  # left connected by an integration test that ran before, in the same process
+        ray.shutdown()
+    monkeypatch.setattr(ray, "init", refuse("Ray (ray.init)"))
+    monkeypatch.setattr(ThreadedMotoServer, "start", refuse("moto's S3 server"))
+    monkeypatch.setattr(subprocess.Popen, "__init__", guarded_popen)
 
 
 @pytest.fixture(scope="session")
