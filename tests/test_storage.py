@@ -1,8 +1,10 @@
-"""Storage: a silent endpoint is reported in seconds; keys pyarrow cannot name are read verbatim.
+"""Storage: a silent endpoint is reported in seconds; keys pyarrow cannot name are read verbatim; names
+holding 403, 500 and "denied" get the right kind of error (missing, denied, unreachable).
 
 Real parts: a TCP server that accepts connections and never answers (what a hung proxy or a wrong
 port on a busy host looks like), and moto's S3 server, which keeps keys verbatim as AWS S3 does
-(SeaweedFS folds `//` into `/`, so it cannot hold these keys).
+(SeaweedFS folds `//` into `/`, so it cannot hold these keys), and SeaweedFS for the names, with a
+port nothing listens on for a dead endpoint.
 """
 
 from __future__ import annotations
@@ -10,15 +12,17 @@ from __future__ import annotations
 import os
 import socket
 import threading
+from dataclasses import replace
 
 import boto3
 import pyarrow.fs as pafs
 import pytest
 from moto.server import ThreadedMotoServer
 
-from batchinfer.config import S3Options
-from batchinfer.storage import arrow_can_address, read_many, s3_filesystem
-from batchinfer.storage_errors import ObjectMissing, is_transient
+from batchinfer.config import S3Options, UserError
+from batchinfer.source import S3Lister
+from batchinfer.storage import arrow_can_address, check_bucket, explain, read_bytes, read_many, resolve, s3_filesystem
+from batchinfer.storage_errors import AccessDenied, BucketMissing, ObjectMissing, StoreUnreachable, is_transient
 from tests.support import RAY_ENV, run_cli
 
 BUCKET = "odd-keys"
@@ -107,7 +111,7 @@ def test_odd_key_errors_are_typed_like_pyarrows(moto_store) -> None:
     """A missing odd key is that image's FileNotFoundError (an error row, not waited for)."""
     fs = s3_filesystem(moto_store)
     [missing] = read_many(fs, [f"{BUCKET}/in//missing.jpg"], s3=moto_store)
-    assert isinstance(missing, FileNotFoundError) and not is_transient(missing)
+    assert isinstance(missing, ObjectMissing) and not is_transient(missing)
     assert "NoSuchKey" in str(missing) and f"s3://{BUCKET}/in//missing.jpg" in str(missing)
 
 
@@ -115,3 +119,56 @@ def test_without_options_pyarrow_refuses_empty_segments(moto_store) -> None:
     """Why the boto3 path exists: pyarrow's own error for such a key."""
     [refused] = read_many(s3_filesystem(moto_store), [f"{BUCKET}/in//a.jpg"])
     assert "Empty path component" in str(refused)
+
+
+ODD_NAMES_BUCKET = "denied-403-500"
+
+
+@pytest.fixture(scope="module")
+def odd_names(s3, s3_options) -> S3Options:
+    """A SeaweedFS bucket whose name, and whose one object's key, hold 403, 500 and "denied"."""
+    s3.client().create_bucket(Bucket=ODD_NAMES_BUCKET)
+    s3.client().put_object(Bucket=ODD_NAMES_BUCKET, Key="in/500/AccessDenied.jpg", Body=b"there")
+    return s3_options
+
+
+@pytest.mark.parametrize("key", ["in/403.jpg", "in/500/HTTP status 503.jpg", "in/denied/AccessDenied-403.jpg"])
+def test_a_missing_key_named_403_500_denied_is_missing(odd_names, key) -> None:
+    """pyarrow's path and boto3's (`in//…`, a key pyarrow cannot name) both say missing, not denied or down."""
+    for path in (f"{ODD_NAMES_BUCKET}/{key}", f"{ODD_NAMES_BUCKET}/in//{key.removeprefix('in/')}"):
+        with pytest.raises(ObjectMissing) as missing:
+            read_bytes(s3_filesystem(odd_names), path, odd_names)
+        assert not is_transient(missing.value)
+        message = str(explain(missing.value, f"s3://{path}", odd_names))
+        assert message == f"s3://{path} does not exist at {odd_names.endpoint}: check the URI", message
+
+
+def test_a_missing_bucket_named_403_500_denied_is_missing(odd_names) -> None:
+    """The listing (boto3) and the pre-flight probe (pyarrow) both name the missing bucket."""
+    bucket = "nosuch-403-500-denied"
+    with pytest.raises(BucketMissing) as missing:
+        S3Lister(odd_names, bucket, storage_timeout_s=5).page("in/")
+    assert str(explain(missing.value, f"s3://{bucket}/in/", odd_names)).startswith(
+        f"the bucket in s3://{bucket}/in/ does not exist")
+    with pytest.raises(UserError, match=f"bucket '{bucket}' does not exist"):
+        check_bucket(resolve(f"s3://{bucket}/in/", odd_names), odd_names)
+
+
+def test_a_wrong_secret_is_denied_whatever_the_names(odd_names) -> None:
+    wrong = replace(odd_names, secret_key="not-the-secret")
+    path = f"{ODD_NAMES_BUCKET}/in/500/AccessDenied.jpg"
+    assert read_bytes(s3_filesystem(odd_names), path) == b"there"
+    for key_path in (path, f"{ODD_NAMES_BUCKET}/in//500/AccessDenied.jpg"):
+        with pytest.raises(AccessDenied) as denied:
+            read_bytes(s3_filesystem(wrong), key_path, wrong)
+        assert str(explain(denied.value, f"s3://{key_path}", wrong)).startswith(f"access to s3://{key_path} was denied")
+
+
+def test_a_dead_endpoint_is_unreachable_on_both_paths() -> None:
+    """Nothing listens: pyarrow's and boto3's failures are StoreUnreachable, the kind retry_storage waits for."""
+    with socket.create_server(("127.0.0.1", 0)) as closed:
+        port = closed.getsockname()[1]
+    dead = S3Options(endpoint=f"http://127.0.0.1:{port}", region="us-east-1", access_key="key", secret_key="secret")
+    for path in ("b/in/500.jpg", "b/in//403.jpg"):
+        with pytest.raises(StoreUnreachable):
+            read_bytes(s3_filesystem(dead), path, dead)
