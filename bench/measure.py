@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -212,9 +214,9 @@ class OutputWatcher:
 
 
 def spilled_mib() -> float:
-    """MiB the Ray object store spilled to disk so far (from Ray's memory summary)."""
-    from ray._private.internal_api import memory_summary
-
-    summary = memory_summary(address=ray.get_runtime_context().gcs_address, stats_only=True)
+    """MiB the Ray object store spilled to disk so far (`ray memory --stats-only`, Ray's public CLI)."""
+    summary = subprocess.run([str(Path(sys.executable).with_name("ray")), "memory", "--stats-only", "--address",
+                              ray.get_runtime_context().gcs_address], check=True, capture_output=True, text=True,
+                             timeout=120).stdout
     match = re.search(r"Spilled (\d+(?:\.\d+)?) MiB", summary)
     return float(match.group(1)) if match else 0.0

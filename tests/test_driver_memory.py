@@ -1,5 +1,6 @@
 """What keeps the driver flat, on a real Ray cluster (issue #16): a bounded number of Ray Data's per-block
-stats records, a bounded queue of blocks, and a write that keeps no write task's result to the end."""
+stats records and a bounded queue of blocks. Also the canaries of ray_compat's two touches for it: each
+test runs Ray Data without the touch first and fails if Ray no longer shows what the touch bounds."""
 
 from __future__ import annotations
 
@@ -7,11 +8,9 @@ import threading
 
 import pytest
 import ray
-from ray.data.datasource import Datasink, WriteResult
 
 from batchinfer import driver_memory
 from batchinfer.pipeline import connect_ray
-from batchinfer.staging import write_streamed
 
 BLOCKS = 300
 QUEUE_BLOCKS = 400
@@ -125,46 +124,3 @@ def test_queued_blocks_cap_lets_a_consumer_gather_more(joined, monkeypatch) -> N
     threading.Thread(target=run, daemon=True).start()
     assert finished.wait(600), "the pipeline stalled: the cap held back blocks its consumer was gathering"
     assert sorted(gathered) == [50, 50]
-
-
-WRITES = 40
-
-
-class RecordingSink(Datasink):
-    """A datasink that records its write returns, or the failure it was told of."""
-
-    def __init__(self, fail_task: int | None = None) -> None:
-        self.fail_task = fail_task
-        self.returns: list[dict] | None = None
-        self.failed: Exception | None = None
-
-    def write(self, blocks, ctx) -> dict[str, int]:
-        if ctx.task_idx == self.fail_task:
-            raise OSError("storage refused the write")
-        return {"task": ctx.task_idx, "rows": sum(len(block) for block in blocks)}
-
-    def on_write_complete(self, write_result: WriteResult) -> None:
-        self.returns = sorted(write_result.write_returns, key=lambda each: each["task"])
-
-    def on_write_failed(self, error: Exception) -> None:
-        self.failed = error
-
-
-def _blocks(count: int) -> ray.data.Dataset:
-    return ray.data.range(count, override_num_blocks=count).map_batches(lambda batch: batch, num_cpus=0.25)
-
-
-def test_streamed_write_reports_what_write_datasink_reports(joined) -> None:
-    """`staging.write_streamed` runs Ray Data's Write operator as `Dataset.write_datasink` does, without
-    its materialize() (the driver-memory figures are bench/write_memory.py's): same write returns."""
-    materialized, streamed = RecordingSink(), RecordingSink()
-    _blocks(WRITES).write_datasink(materialized, ray_remote_args={"num_cpus": 0})
-    write_streamed(_blocks(WRITES), streamed, {"num_cpus": 0})
-    assert streamed.returns == materialized.returns == [{"task": n, "rows": 1} for n in range(WRITES)]
-
-
-def test_streamed_write_reports_a_failed_write(joined) -> None:
-    sink = RecordingSink(fail_task=3)
-    with pytest.raises(Exception, match="storage refused the write"):
-        write_streamed(_blocks(10), sink, {"num_cpus": 0})
-    assert sink.failed is not None and sink.returns is None

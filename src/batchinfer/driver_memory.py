@@ -23,8 +23,10 @@ Three things grew with the number of inputs although nothing the job needs did:
   share HEAP_ARENAS (glibc's M_ARENA_MAX, the `MALLOC_ARENA_MAX` variable). On a C library without
   these (musl, macOS) both do nothing.
 
-A fourth, the write tasks' results, which Ray Data's `write_datasink` keeps to the end, is
-`staging.write_streamed`'s.
+The first two reach into Ray Data's internals (`ray_compat`: on an untested Ray they are left out, and
+the driver grows as Ray Data lets it). A fourth, the write tasks' results, which Ray Data's
+`write_datasink` keeps to the end, costs about 8 KiB a write task: under 1 MiB at 1 M images of the
+default 10,000-row files (docs/benchmarks.md, "The write at the default --rows-per-file").
 """
 
 from __future__ import annotations
@@ -36,10 +38,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from ray.data import DataContext
-from ray.data._internal.execution.backpressure_policy import (ENABLED_BACKPRESSURE_POLICIES,
-                                                              ENABLED_BACKPRESSURE_POLICIES_CONFIG_KEY,
-                                                              BackpressurePolicy)
-from ray.data._internal.execution.execution_callback import ExecutionCallback
+
+from batchinfer import ray_compat
 
 TRIM_INTERVAL_S = 5.0  # a trim walks the arenas in milliseconds
 HEAP_ARENAS = 2        # glibc malloc arenas the driver's threads share (glibc's default: 8 per core)
@@ -48,55 +48,14 @@ STATS_KEPT = 100       # BlockStats kept per operator (the newest)
 QUEUED_BLOCKS = 1000   # blocks an operator may have waiting for its consumers: 64,000–256,000 paths ahead of decode
 
 
-class QueuedBlocksCap(BackpressurePolicy):
-    """Ray Data backpressure policy: an operator starts no task, and takes no more output from its
-    running ones, while QUEUED_BLOCKS or more of its blocks wait for its consumers (its output queue and
-    their input queues). Ray Data's own policies count bytes only.
-
-    Not counted: the blocks a consumer has taken in and is gathering into one task's input (a write
-    task's --rows-per-file rows may be more than QUEUED_BLOCKS blocks), which it needs to make progress."""
-
-    @property
-    def name(self) -> str:
-        return "QueuedBlocksCap"
-
-    def _queued_blocks(self, operator) -> int:
-        state = self._topology.get(operator)
-        if state is None or not operator.output_dependencies:
-            return 0
-        return state.total_enqueued_output_blocks() + sum(
-            queue.num_blocks for consumer in operator.output_dependencies if consumer in self._topology
-            for queue in self._topology[consumer].input_queues)
-
-    def can_add_input(self, operator) -> bool:
-        return self._queued_blocks(operator) < QUEUED_BLOCKS
-
-    def max_task_output_bytes_to_read(self, operator) -> int | None:
-        return 0 if self._queued_blocks(operator) >= QUEUED_BLOCKS else None
-
-
 def cap_queued_blocks(context: DataContext) -> None:
-    """Add QueuedBlocksCap to the backpressure policies of `context` (once)."""
-    policies = list(context.get_config(ENABLED_BACKPRESSURE_POLICIES_CONFIG_KEY, ENABLED_BACKPRESSURE_POLICIES))
-    if QueuedBlocksCap not in policies:
-        context.set_config(ENABLED_BACKPRESSURE_POLICIES_CONFIG_KEY, [*policies, QueuedBlocksCap])
-
-
-class BoundedBlockStats(ExecutionCallback):
-    """Ray Data execution callback: each operator keeps at most 2 × STATS_KEPT block stats records,
-    trimmed to the newest STATS_KEPT (so a trim runs once per STATS_KEPT blocks, not every step)."""
-
-    def on_execution_step(self, executor) -> None:
-        for operator in executor._topology or ():
-            records = getattr(operator, "_output_blocks_stats", None)
-            if records is not None and len(records) > 2 * STATS_KEPT:
-                del records[:-STATS_KEPT]
+    """Hold an operator back while QUEUED_BLOCKS of its blocks wait for its consumers (ray_compat.QueuedBlocksCap)."""
+    ray_compat.cap_queued_blocks(context, QUEUED_BLOCKS)
 
 
 def bound_block_stats(context: DataContext) -> None:
-    """Install BoundedBlockStats in `context` (once)."""
-    if BoundedBlockStats not in context.custom_execution_callback_classes:
-        context.custom_execution_callback_classes.append(BoundedBlockStats)
+    """Keep Ray Data's newest STATS_KEPT block stats records per operator (ray_compat.BoundedBlockStats)."""
+    ray_compat.bound_block_stats(context, STATS_KEPT)
 
 
 def _libc_function(name: str) -> ctypes._CFuncPtr | None:

@@ -20,10 +20,11 @@ from batchinfer.lease import Lease, acquire
 from batchinfer.models import ModelRequest, load_model
 from batchinfer.predictor import CPU_BATCH_SIZE, CUDA_ACTOR_BATCH, InferenceSettings, Predictor, cuda_problem
 from batchinfer.preprocess import Preprocessor
+from batchinfer.ray_compat import split_blocks
 from batchinfer.report import write_report
 from batchinfer.sink import JobIdentity, Output, WriteRecord, check_output, exclude_finished, prepare_output
 from batchinfer.source import check_input, count_skipped, input_dataset, skipped_counter
-from batchinfer.staging import StagingDatasink, write_streamed
+from batchinfer.staging import StagingDatasink
 from batchinfer.storage import Location, check_bucket, resolve, retry_storage
 
 DECODE_BATCH = 64         # images per decode task (one object-store block each) for photos (decode_batch)
@@ -248,17 +249,19 @@ def execute(config: JobConfig, ready: Preflight, run_id: str) -> Execution:
         if not found:
             resumed_inputs = None  # nothing staged earlier: every input is this run's, in its record
     clock = time.monotonic()
-    staging = StagingDatasink(f"{ready.output.staging_root}/{run_id}", ready.output.fs, config.rows_per_file, run_id)
+    staging = StagingDatasink(f"{ready.output.staging_root}/{run_id}", ready.output.fs, config.rows_per_file, run_id,
+                              config.storage_timeout_s)
     preprocessor = Preprocessor(ready.images.filesystem, ready.transform, ready.images.uri(""),
                                 config.label_from_path, storage_timeout_s=config.storage_timeout_s,
                                 max_image_pixels=config.max_image_pixels, s3=config.s3)
     # Each write task gathers --rows-per-file rows, then writes files of at most that many rows. The
-    # driver's memory stays flat however many inputs (driver_memory.py).
+    # driver's memory stays flat however many inputs (driver_memory.py); Ray Data's write_datasink keeps
+    # each write task's result to the end, about 8 KiB a task (docs/benchmarks.md).
     dataset = build_dataset(config, ready.request, ready.resources, preprocessor, inputs, ready.decode_batch)
     bound_block_stats(dataset.context)
     cap_queued_blocks(dataset.context)
     with heap_trimmed():
-        write_streamed(dataset, staging, ray_remote_args={"num_cpus": ready.resources.write_cpus})
+        dataset.write_datasink(staging, ray_remote_args={"num_cpus": ready.resources.write_cpus})
     return Execution(staging.record, resumed_inputs, time.monotonic() - clock, count_skipped(skipped))
 
 
@@ -320,21 +323,6 @@ def decode_batch(image_bytes: int | None, sampled_images: int | None) -> int:
                                  sampled_images // DECODE_SPREAD))
 
 
-def split_blocks(dataset: ray.data.Dataset, rows: int) -> ray.data.Dataset:
-    """Blocks of `rows` rows (a listing task's block holds thousands of paths), so decode tasks run in
-    parallel and results reach the writer in small steps, as they are classified.
-
-    Ray Data's streaming repartition runs as tasks of 1 CPU by default, with no public parameter to
-    change it (Ray 2.60); a CPU node whose cores the inference actor holds (all but CPU_DECODE_SHARE)
-    never has one free, and the job would hang. The split only moves rows: it asks for no CPU, and at
-    most SPLIT_TASKS run at once (a 0-CPU task has no other bound: each one running is a worker process)."""
-    split = dataset.repartition(target_num_rows_per_block=rows)
-    operator = split._logical_plan.dag  # the StreamingRepartition operator, a frozen dataclass
-    operator.ray_remote_args["num_cpus"] = 0
-    object.__setattr__(operator, "compute", ray.data.TaskPoolStrategy(size=SPLIT_TASKS))
-    return split
-
-
 def build_dataset(config: JobConfig, request: ModelRequest, resources: Resources, preprocessor: Preprocessor,
                   inputs: ray.data.Dataset, images_per_decode: int) -> ray.data.Dataset:
     """The Ray Data graph: input URIs (source.input_dataset) → decode tasks of `images_per_decode` images
@@ -349,7 +337,7 @@ def build_dataset(config: JobConfig, request: ModelRequest, resources: Resources
     actor_batch = (max(CUDA_ACTOR_BATCH, config.batch_size or 0) if resources.device == "cuda"
                    else config.batch_size or CPU_BATCH_SIZE)
     dataset = (
-        split_blocks(inputs, images_per_decode)
+        split_blocks(inputs, images_per_decode, SPLIT_TASKS)
         .map_batches(preprocessor, batch_size=images_per_decode, batch_format="numpy",
                      num_cpus=resources.decode_cpus)
         .map_batches(Predictor, fn_constructor_kwargs={"request": request, "settings": settings},
