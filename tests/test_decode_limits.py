@@ -133,7 +133,7 @@ def test_batch_error_rows_have_kinds_and_no_object_reprs(tmp_path, png_bomb) -> 
     assert messages["text.jpg"].startswith("cannot identify image")
     assert messages["empty.jpg"] == "empty file (0 bytes)"
     assert "truncated" in messages["truncated.jpg"]
-    assert messages["missing.jpg"].startswith("read failed: FileNotFoundError")
+    assert messages["missing.jpg"].startswith("read failed: ObjectMissing")
     assert set(kinds.values()) - {None} <= set(ERROR_KINDS)
 
 

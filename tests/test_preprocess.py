@@ -130,7 +130,7 @@ def test_batch_turns_failures_into_error_rows(tmp_path: Path) -> None:
     assert out["image"].shape == (3, 224, 224, 3) and out["image"].dtype == np.uint8
     assert out["error"][0] is None and out["error_kind"][0] is None
     assert out["error"][1] and out["error_kind"][1] == "not_an_image"  # no JPEG signature: no format
-    assert out["error"][2].startswith("read failed: FileNotFoundError") and out["error_kind"][2] == "read"
+    assert out["error"][2].startswith("read failed: ObjectMissing") and out["error_kind"][2] == "read"
     assert list(out["true_label"]) == ["good", "bad", "missing"]
 
 

@@ -198,8 +198,9 @@ class JobConfig:
         "many minutes", COMPUTE, 600.0, parse=positive_float, metavar="SECONDS")
 
     storage_timeout_s: float = flag(
-        "--storage-timeout", "how long the object store may stay unreachable mid-run (retried with "
-        "backoff) before the job fails with nothing committed", STORAGE, 180.0, parse=positive_float,
+        "--storage-timeout", "how long the object store may stay unreachable (counted from a call's first "
+        "failed request) before the job fails with nothing committed: the one retry budget of every "
+        "storage call (docs/reliability.md)", STORAGE, 180.0, parse=positive_float,
         metavar="SECONDS")
     s3: S3Options = field(default_factory=S3Options)
 
