@@ -3,7 +3,7 @@
 #   cluster + KubeRay (up.sh) -> CPU image built and loaded -> in-cluster S3 (SeaweedFS) ->
 #   sample photos + weights uploaded -> helm install with the CPU values -> RayJob SUCCEEDED ->
 #   Parquet rows read back and printed.
-# Needs: docker, kind v0.33.0, kubectl, helm (>= 3.14; or HELM=/path), openssl, make, the project
+# Needs: docker, kind v0.33.0, kubectl, helm (4, or >= 3.18.4; or HELM=/path), openssl, make, the project
 # venv (make venv) and network access to pull kindest/node, quay.io/kuberay/operator and
 # chrislusf/seaweedfs. Checked before anything starts. Run via `make kind-e2e`.
 # KEEP_CLUSTER=1 keeps the cluster afterwards (make kind-down deletes it).
@@ -28,9 +28,16 @@ cleanup() {
   [ -n "$PF_PID" ] && kill "$PF_PID" 2>/dev/null || true
   if [ "$rc" -ne 0 ]; then
     echo "---- e2e failed (rc=$rc): diagnostics ----" >&2
-    kubectl -n "$NS" get rayjob,raycluster,pods,jobs -o wide >&2 || true
-    kubectl -n "$NS" describe rayjob -l app.kubernetes.io/instance="$RELEASE" >&2 || true
-    [ -z "$RAYJOB" ] || kubectl -n "$NS" logs "job/$RAYJOB" --tail=200 >&2 || true
+    # The RayJob and its RayCluster (KubeRay copies the RayJob's labels onto it) by the release label,
+    # whenever the failure happened; the submitter Job is named after the RayJob; the helm test Pod
+    # and the Ray pods carry the release label too.
+    local rayjobs
+    rayjobs="$(kubectl -n "$NS" get rayjob -l app.kubernetes.io/instance="$RELEASE" -o jsonpath='{.items[*].metadata.name}' 2>/dev/null || true)"
+    kubectl -n "$NS" get rayjob,raycluster,jobs,pods -o wide >&2 || true
+    kubectl -n "$NS" describe rayjob,raycluster -l app.kubernetes.io/instance="$RELEASE" >&2 || true
+    kubectl -n "$NS" describe pods -l app.kubernetes.io/instance="$RELEASE" >&2 || true
+    kubectl -n "$NS" logs -l app.kubernetes.io/instance="$RELEASE",app.kubernetes.io/component=storage-check --tail=50 >&2 || true
+    for job in ${rayjobs:-$RAYJOB}; do kubectl -n "$NS" logs "job/$job" --tail=200 >&2 || true; done
   fi
   if [ "${KEEP_CLUSTER:-0}" != "1" ]; then bash k8s/kind/down.sh || true; fi
   exit "$rc"

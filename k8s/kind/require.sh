@@ -13,7 +13,7 @@ require_tools() {
       kind) hint="install kind $KIND_VERSION: https://kind.sigs.k8s.io/docs/user/quick-start/#installation" ;;
       docker) hint="install Docker and start its daemon: https://docs.docker.com/engine/install/" ;;
       kubectl) hint="install kubectl: https://kubernetes.io/docs/tasks/tools/" ;;
-      helm) hint="install helm >= 3.14 (https://helm.sh/docs/intro/install/) or set HELM=/path/to/helm" ;;
+      helm) hint="install helm 4 or >= 3.18.4 (https://helm.sh/docs/intro/install/) or set HELM=/path/to/helm" ;;
       openssl) hint="install openssl (Debian/Ubuntu: apt-get install openssl)" ;;
       make) hint="install make (Debian/Ubuntu: apt-get install make)" ;;
       *) hint="install it" ;;

@@ -1,8 +1,11 @@
 """`batchinfer check`: can this identity read the input and write the output? (the chart's `helm test`)
 
 The same early checks the job runs before any work (storage.resolve/check_bucket, source.first_images),
-then one read of the first image and a probe object written and deleted under the output prefix, so
-a missing bucket, a wrong key or a read-only role surfaces as one line instead of a failed RayJob.
+then one read of the first image, a probe object written and deleted under the output prefix (pyarrow,
+as the job's results), and the job's lease store set up beside it (lease.lease_store: boto3 with the
+job's client settings, a conditional put with If-None-Match and If-Match, and a delete), so a missing
+bucket, a wrong key, a read-only role or a server that ignores conditional writes surfaces as one line
+instead of a failed RayJob.
 """
 
 from __future__ import annotations
@@ -10,6 +13,8 @@ from __future__ import annotations
 import uuid
 
 from batchinfer.config import S3Options
+from batchinfer.lease import lease_store
+from batchinfer.sink import Output
 from batchinfer.source import first_images
 from batchinfer.storage import STORAGE_TIMEOUT_S, check_bucket, explain, read_bytes, resolve, write_bytes
 
@@ -33,4 +38,7 @@ def check_access(input_uri: str, output_uri: str, s3: S3Options) -> str:
         target.filesystem.delete_file(probe)
     except OSError as exc:
         raise explain(exc, target.uri(probe), s3) from None
-    return f"batchinfer check: ok: images under {input_uri} (read {source.uri(first)}); {output_uri} is writable"
+    meta = Output(target, s3).meta
+    lease = "honours" if lease_store(meta, s3).conditional else "IGNORES (the lease falls back to write and read back)"
+    return (f"batchinfer check: ok: images under {input_uri} (read {source.uri(first)}); {output_uri} is writable; "
+            f"the lease prefix {meta.uri()}/ {lease} conditional writes")

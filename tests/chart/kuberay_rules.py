@@ -308,3 +308,68 @@ def head_services(rayjob: dict) -> dict[str, dict]:
     own = {k: v for k, v in template_labels.items() if k == "app.kubernetes.io/name"}
     return {f"{cluster}-head-svc": head_service_selector(cluster, own),
             f"{rayjob['metadata']['name']}-head-svc": head_service_selector(cluster)}
+
+
+# The deadlines KubeRay v1.7.0 checks in each non-terminal jobDeploymentStatus: rayjob_controller.go
+# Reconcile, case Initializing (checkActiveDeadlineAndUpdateStatusIfNeeded, then
+# checkPreRunningDeadlineAndUpdateStatusIfNeeded), case Waiting (the pre-running one only), case
+# Running (the active one only). A RayJob is Running as soon as its submitter Job exists (case
+# Initializing, createK8sJobIfNeed), whether or not the submitter pod ever starts; the submitter Job
+# itself gets only a backoffLimit (createNewK8sJob; rayjob_types.go SubmitterConfig has nothing else),
+# so a submitter that never starts is bounded by activeDeadlineSeconds alone.
+DEADLINES_CHECKED = {
+    "Initializing": ("activeDeadlineSeconds", "preRunningDeadlineSeconds"),
+    "Waiting": ("preRunningDeadlineSeconds",),
+    "Running": ("activeDeadlineSeconds",),
+}
+
+
+def phase_bounds(spec: dict) -> dict[str, int]:
+    """phase -> the first deadline (seconds from the RayJob's start) that ends it; a phase missing
+    from the result has none. A deadline is set when positive (the CRD's minimum is 1)."""
+    bounds = {}
+    for phase, checked in DEADLINES_CHECKED.items():
+        set_ = [spec[key] for key in checked if spec.get(key, 0) > 0]
+        if set_:
+            bounds[phase] = min(set_)
+    return bounds
+
+
+def submitter_pod_labels(rayjob: dict) -> dict:
+    """The labels of the submitter pod: rayjob_controller.go getSubmitterTemplate keeps the
+    submitterPodTemplate's labels and adds ray.io/originated-from-cr-name, ray.io/originated-from-crd
+    and app.kubernetes.io/created-by (utils.RayOriginatedFromCRNameLabelKey, ...)."""
+    labels = dict(rayjob["spec"]["submitterPodTemplate"].get("metadata", {}).get("labels", {}))
+    labels.update({"ray.io/originated-from-cr-name": rayjob["metadata"]["name"],
+                   "ray.io/originated-from-crd": "RayJob", "app.kubernetes.io/created-by": "kuberay-operator"})
+    return labels
+
+
+def check_name(name: str) -> str:
+    """utils.CheckName: a name over 50 characters loses its first characters down to 50; a leading
+    digit or punctuation becomes 'r'."""
+    if len(name) > 50:
+        name = name[len(name) - 50:]
+    if name[0].isdigit() or not name[0].isalnum():
+        name = "r" + name[1:]
+    return name
+
+
+def auth_secret(cluster: str) -> tuple[str, dict]:
+    """(name, labels) of the token Secret KubeRay generates for a RayCluster with authOptions.mode
+    token and no secretName: raycluster_controller.go reconcileAuthSecret (name utils.CheckName of the
+    cluster's) -> createAuthSecret (label ray.io/cluster: the cluster's full name)."""
+    return check_name(cluster), {"ray.io/cluster": cluster}
+
+
+def selects(selector: dict, labels: dict) -> bool:
+    """A label selector (matchLabels, matchExpressions In/NotIn/Exists/DoesNotExist) against labels."""
+    if any(labels.get(k) != v for k, v in selector.get("matchLabels", {}).items()):
+        return False
+    for expr in selector.get("matchExpressions", []):
+        key, op, values = expr["key"], expr["operator"], expr.get("values", [])
+        ok = {"In": labels.get(key) in values, "NotIn": labels.get(key) not in values,
+              "Exists": key in labels, "DoesNotExist": key not in labels}[op]
+        if not ok:
+            return False
+    return True

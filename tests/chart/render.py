@@ -39,11 +39,13 @@ HEADER = f"""\
 #   Same as:    helm template batchinfer helm/batchinfer --skip-tests --set job.runId={PLAIN_RUN_ID} \\
 #                 --set image.repository={PLAIN_MANIFEST_IMAGE}
 #               without Helm's ownership labels (helm.sh/chart, app.kubernetes.io/managed-by).
-# A ServiceAccount plus the RayJob `batchinfer-{PLAIN_RUN_ID}`, writing to <output>/{PLAIN_RUN_ID}/.
+# A NetworkPolicy, a PodDisruptionBudget, a ServiceAccount and the RayJob `batchinfer-{PLAIN_RUN_ID}`, writing
+# to <output>/{PLAIN_RUN_ID}/.
 # Edit a copy first: every image: {PLAIN_MANIFEST_IMAGE} -> the image you built and pushed (make image;
 # README.md), the entrypoint's --input/--output, and the S3 env. Or better: use the chart (docs/kubernetes.md).
 #   First run:  kubectl apply -n <namespace> -f k8s/rayjob.yaml
 #   Next runs:  sed 's/{PLAIN_RUN_ID}/run-0002/g' k8s/rayjob.yaml | kubectl apply -n <namespace> -f -
+#   Re-run a failed run-0001 (same output, --resume):  kubectl replace --force -n <namespace> -f k8s/rayjob.yaml
 # (a finished RayJob never runs again: a new run is a new RayJob name, and a new output prefix).
 """
 

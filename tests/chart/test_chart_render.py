@@ -22,7 +22,7 @@ def test_render_kinds(render, values_file):
     docs = render(values_file)
     kinds = sorted(d["kind"] for d in docs)
     assert "RayJob" in kinds
-    assert set(kinds) <= {"RayJob", "ServiceAccount", "NetworkPolicy", "Pod"}, kinds
+    assert set(kinds) <= {"RayJob", "ServiceAccount", "NetworkPolicy", "PodDisruptionBudget", "Pod"}, kinds
     for doc in docs:
         assert "namespace" not in doc["metadata"], "leave the namespace to helm/kubectl -n"
 

@@ -39,7 +39,7 @@ def test_every_schema_property_has_a_description():
             walk(prop, f"{path}{name}.")
 
     walk(schema, "")
-    walk(schema["$defs"]["workerGroup"], "workerGroups[].")
+    walk(schema["definitions"]["workerGroup"], "workerGroups[].")
 
 
 def test_node_shapes_and_their_values_files_are_documented():

@@ -84,9 +84,10 @@ def test_hook_uses_the_jobs_image_identity_and_storage_settings(render, values_f
     worker = next(tpl for name, tpl in templates.items() if name.startswith("worker:"))
     ray_container = worker["spec"]["containers"][0]
     (check,) = pod["spec"]["containers"]
-    # The same image, ServiceAccount (IRSA / Workload Identity) and S3 env (endpoint, region, Secret refs).
+    # The same image, the driver's ServiceAccount (the head's: `ray job submit` runs the driver there; its
+    # own one under autoscaling, for IRSA / Workload Identity) and S3 env (endpoint, region, Secret refs).
     assert check["image"] == ray_container["image"]
-    assert pod["spec"]["serviceAccountName"] == worker["spec"]["serviceAccountName"]
+    assert pod["spec"]["serviceAccountName"] == templates["head"]["spec"]["serviceAccountName"]
     assert _storage_env(check) == _storage_env(ray_container) and _storage_env(check)
     assert pod["spec"]["securityContext"] == worker["spec"]["securityContext"]
     assert check["securityContext"] == ray_container["securityContext"]
@@ -95,7 +96,7 @@ def test_hook_uses_the_jobs_image_identity_and_storage_settings(render, values_f
     entry = __import__("shlex").split(rayjob["spec"]["entrypoint"])
     assert argv[:2] == ["batchinfer", "check"]
     assert argv[argv.index("--input") + 1] == entry[entry.index("--input") + 1]
-    assert argv[argv.index("--output") + 1].rstrip("/") in entry[entry.index("--output") + 1]
+    assert argv[argv.index("--output") + 1] == entry[entry.index("--output") + 1]  # the run's own prefix
 
 
 def test_hook_opt_out(render):
@@ -132,6 +133,10 @@ def test_hook_check_against_seaweedfs(helm_bin, s3, samples):
     client = s3.client()
     left = client.list_objects_v2(Bucket="samples", Prefix="chart-to-job/").get("Contents", [])
     assert not [o["Key"] for o in left if "_batchinfer-check-" in o["Key"]], "the probe object was not deleted"
+    # The job's lease store was set up as the run will (boto3, If-None-Match / If-Match puts, a delete)
+    # under the run's own meta prefix, and its probe is gone.
+    assert ".batchinfer/ honours conditional writes" in ok.stdout
+    assert not [o["Key"] for o in left if ".probe-" in o["Key"]], "the lease probe was not deleted"
 
     wrong_bucket = _run_hook(hook("job.output=s3://no-such-bucket-batchinfer/out/"), secrets, {})
     assert wrong_bucket.returncode == 2

@@ -24,7 +24,7 @@ def test_plain_rayjob_equals_chart_default_render(helm_bin):
     assert documents(have) == documents(want), "k8s/rayjob.yaml is stale: run python -m tests.chart.render"
     assert have.startswith("# GENERATED FILE")
     kinds = [d["kind"] for d in documents(have)]
-    assert kinds == ["NetworkPolicy", "ServiceAccount", "RayJob"]  # no `helm test` Pod (--skip-tests)
+    assert kinds == ["NetworkPolicy", "PodDisruptionBudget", "ServiceAccount", "RayJob"]  # no `helm test` Pod (--skip-tests)
 
 
 def test_plain_rayjob_validates(rayjob_crd_schema):
@@ -206,7 +206,7 @@ def test_flux_nightly_runs_are_new_runs(helm_bin, tmp_path):
     config = next(d for d in docs if d["kind"] == "ConfigMap")
     assert release["apiVersion"] == "helm.toolkit.fluxcd.io/v2"
     assert release["spec"]["chart"]["spec"]["chart"] == "./helm/batchinfer"
-    (source,) = release["spec"]["valuesFrom"]
+    source = next(ref for ref in release["spec"]["valuesFrom"] if ref["valuesKey"] == "runId")
     assert (source["kind"], source["name"], source["targetPath"]) == ("ConfigMap", config["metadata"]["name"], "job.runId")
     assert config["metadata"]["annotations"]["kustomize.toolkit.fluxcd.io/ssa"] == "IfNotPresent"
     assert k8s_errors(config, K8S_VERSIONS[-1]) == []

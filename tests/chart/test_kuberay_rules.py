@@ -110,7 +110,7 @@ def test_defaults_give_up_and_do_not_rebuild_the_cluster(render):
     spec = rayjob_of(render())["spec"]
     assert 900 <= spec["preRunningDeadlineSeconds"] <= 1800
     assert spec["backoffLimit"] == 0
-    assert "activeDeadlineSeconds" not in spec  # documented in values.yaml, unset by default
+    assert spec["activeDeadlineSeconds"] == 86400  # the whole run, a submitter that never starts included
     assert "--resume" in _argv(rayjob_of(render()))
 
 

