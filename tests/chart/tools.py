@@ -74,6 +74,7 @@ def ensure_tool(name: str = "helm") -> str:
 
 
 HELM3_VERSION = "v3.18.4"  # the oldest helm.sh/helm/v3 the Go module proxy serves here: the chart README's floor
+HELM3_K8S_MINOR = "33"     # its k8s.io/client-go v0.33: the Kubernetes version `helm template` assumes (1.33)
 
 
 def ensure_helm3() -> str:
@@ -86,7 +87,12 @@ def ensure_helm3() -> str:
     cached = CACHE_DIR / f"helm-{HELM3_VERSION}" / "helm"
     if not (cached.is_file() and os.access(cached, os.X_OK)):
         go = shutil.which("go") or "/usr/local/go/bin/go"
-        subprocess.run([go, "install", f"helm.sh/helm/v3/cmd/helm@{HELM3_VERSION}"], check=True, cwd=tempfile.gettempdir(),
+        # The ldflags of helm's own Makefile: without them the binary says "v3.18" and assumes Kubernetes 1.20.
+        ldflags = " ".join([f"-X helm.sh/helm/v3/internal/version.version={HELM3_VERSION}"] + [
+            f"-X helm.sh/helm/v3/pkg/{pkg}.k8sVersion{part}={value}"
+            for pkg in ("chartutil", "lint/rules") for part, value in (("Major", "1"), ("Minor", HELM3_K8S_MINOR))])
+        subprocess.run([go, "install", f"-ldflags={ldflags}", f"helm.sh/helm/v3/cmd/helm@{HELM3_VERSION}"], check=True,
+                       cwd=tempfile.gettempdir(),
                        env={**os.environ, "GOBIN": str(cached.parent), "GOFLAGS": "-buildvcs=false"})
     return str(cached)
 
