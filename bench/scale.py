@@ -72,8 +72,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--size", type=int, default=16, help="JPEG side in pixels (default 16)")
     parser.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated subset of {STAGES}")
     parser.add_argument("--batch-size", type=int, default=None, help="the job's --batch-size (default: the job's)")
-    parser.add_argument("--rows-per-file", type=int, default=1000,
-                        help="the job's --rows-per-file: rows per staged file (default 1000)")
+    parser.add_argument("--rows-per-file", type=int, default=JobConfig.rows_per_file,
+                        help=f"the job's --rows-per-file: rows per staged file (default the job's, "
+                             f"{JobConfig.rows_per_file})")
     parser.add_argument("--upload-threads", type=int, default=64,
                         help="files `weed filer.copy` sends at once when uploading (default 64)")
     parser.add_argument("--timeout-s", type=float, default=4 * 3600,
