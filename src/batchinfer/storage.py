@@ -39,9 +39,9 @@ _MAX_BACKOFF_S = 30.0
 # aws-chunked with an x-amz-checksum-crc64nvme trailer), which GCS's XML API and older S3-compatible
 # servers reject. boto3 takes the setting in its Config; pyarrow's SDK reads it from the
 # environment when a filesystem is built (in this process, and in each Ray worker, which imports this
-# module before it rebuilds a pickled filesystem).
-CHECKSUMS = "when_required"
-os.environ.update(AWS_REQUEST_CHECKSUM_CALCULATION=CHECKSUMS, AWS_RESPONSE_CHECKSUM_VALIDATION=CHECKSUMS)
+# module before it rebuilds a pickled filesystem). A value the user set in the environment wins, for both.
+REQUEST_CHECKSUMS = os.environ.setdefault("AWS_REQUEST_CHECKSUM_CALCULATION", "when_required")
+RESPONSE_CHECKSUMS = os.environ.setdefault("AWS_RESPONSE_CHECKSUM_VALIDATION", "when_required")
 _log = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -127,7 +127,7 @@ def s3_client(options: S3Options, limits: RequestLimits = REQUESTS):
         connect_timeout=limits.connect_s, read_timeout=limits.read_s,
         retries={"mode": "standard", "total_max_attempts": limits.attempts},
         s3={"addressing_style": "path" if options.endpoint else "auto"},
-        request_checksum_calculation=CHECKSUMS, response_checksum_validation=CHECKSUMS)
+        request_checksum_calculation=REQUEST_CHECKSUMS, response_checksum_validation=RESPONSE_CHECKSUMS)
     return boto3.session.Session().client(
         "s3", endpoint_url=endpoint_url(options), region_name=options.region or "us-east-1",
         aws_access_key_id=options.access_key, aws_secret_access_key=options.secret_key,
