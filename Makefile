@@ -1,4 +1,5 @@
-# batchinfer — every target installs what it needs into the project venv (.venv), pinned by constraints.txt.
+# batchinfer — every target installs what it needs into the project venv (.venv), pinned by constraints.txt
+# (the job's runtime) and constraints-test.txt (what the tests add); `make lock` compiles both from pyproject.toml.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -23,12 +24,12 @@ help:
 	@echo "make image-e2e   build the image and run head/worker/submitter containers against local S3"
 	@echo "make kind-up / kind-e2e / kind-down   local Kubernetes (kind) end to end"
 	@echo "make cluster-up / cluster-e2e / cluster-down   a real single-node Kubernetes built here from upstream (k8s/local)"
-	@echo "make venv        build .venv from constraints.txt (every target does it first);  make lock  re-pin"
+	@echo "make venv        build .venv from the pins (every target does it first);  make lock  re-resolve them (LOCK_ARGS=--upgrade: newest)"
 
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml constraints.txt constraints-test.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade "pip>=24"
-	$(BIN)/pip install -q -c constraints.txt -e ".[test]"
+	$(BIN)/pip install -q -c constraints.txt -c constraints-test.txt -e ".[test]"
 	touch $@
 
 venv: $(STAMP)
@@ -59,8 +60,7 @@ bench-scale: $(STAMP)
 	$(BIN)/python -m bench.scale --counts $(SCALE_COUNTS) $(BENCH_ARGS)
 
 lock: $(STAMP)
-	{ echo "# Pinned stack for batchinfer (pip install -c constraints.txt). Regenerate: make lock"; \
-	  $(BIN)/pip freeze --exclude-editable | grep -v '^batchinfer'; } > constraints.txt
+	$(BIN)/python -m devkit.lock $(LOCK_ARGS)
 
 image:
 	bash docker/build.sh --tag $(IMAGE)

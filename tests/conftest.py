@@ -16,14 +16,14 @@ from batchinfer.config import S3Options
 from devkit.samples import efficientnet_lite0_checkpoint, sample_images
 from batchinfer.models import ModelRequest
 from devkit.seaweed import SeaweedServer
-from tests.support import BIN, RAY_ENV, LocalRayCluster, start_cluster
+from tests.support import BIN, RAY_ENV, SECRET, LocalRayCluster, start_cluster
 
 pytest_plugins = ("pytester",)
 
 SAMPLES = "samples"
 # Fixtures that start a real server or cluster (S3, Ray, moto, a browser); a test that asks for one, directly
 # or through another fixture, is `integration`. Every other test is pure and runs under `no_servers`.
-SERVER_FIXTURES = frozenset({"s3", "ray_cluster", "store", "cluster", "server", "flaky_store", "moto_options",
+SERVER_FIXTURES = frozenset({"s3", "ray_cluster", "store", "cluster", "fault_cluster", "server", "flaky_store", "moto_options",
                              "moto_store", "silent_endpoint", "chromium"})
 SERVER_PROGRAMS = frozenset({"ray", "weed", "docker", "dockerd", "chromium"})
 SERVER_MARKERS = ("slow", "container", "cluster")
@@ -74,7 +74,7 @@ def no_servers(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) 
 
 @pytest.fixture(scope="session")
 def s3(tmp_path_factory) -> SeaweedServer:
-    server = SeaweedServer(workdir=tmp_path_factory.mktemp("seaweedfs")).start()
+    server = SeaweedServer(workdir=tmp_path_factory.mktemp("seaweedfs"), secret_key=SECRET).start()
     yield server
     server.stop()
 

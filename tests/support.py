@@ -19,6 +19,9 @@ from devkit.seaweed import free_ports
 
 BIN = Path(sys.executable).parent
 RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
+# The session S3 server's secret key (tests/conftest.py): distinctive, so that the reliability tests can
+# search every log line and output object for it.
+SECRET = "bi-Known-Secret-3f9a1c7e5d2b8046"
 T = TypeVar("T")
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
+import pytest
+
 from devkit.seaweed import FILER_GRPC_OFFSET, SeaweedServer, server_ports
 
 
@@ -33,6 +35,7 @@ def test_copy_tree_uploads_a_folder_with_subfolders_byte_for_byte(s3: SeaweedSer
         assert client.get_object(Bucket="devkit-copy", Key=f"scale/flat/n3/{name}")["Body"].read() == body
 
 
+@pytest.mark.integration  # `python -m devkit.seaweed serve` starts the server in a child process
 def test_serve_leaves_a_running_server_and_its_settings_in_a_private_file(tmp_path: Path) -> None:
     """`python -m devkit.seaweed serve` (the local cluster's S3 server): the server outlives the command,
     its client settings are in a 0600 file, and a second start reuses the credentials."""

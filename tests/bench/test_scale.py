@@ -8,9 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.support import RAY_ENV
 
 REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.integration  # the benchmark process starts its own S3 server and Ray
 COUNT = 50
 
 

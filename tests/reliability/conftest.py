@@ -1,6 +1,7 @@
-"""Real parts owned by the reliability tests, so killing and stopping them never touches the shared
-session cluster: a SeaweedFS server with a known, distinctive secret, and a two-node Ray cluster whose
-inference actor fits only on the worker node (head 1 CPU, worker 2 CPUs)."""
+"""Real parts for the reliability tests. Most run on the session's S3 server and Ray cluster
+(tests/conftest.py: the server's secret is the distinctive SECRET, searched for in every log line and output
+object); the fault tests, which kill and stop nodes, get a two-node Ray cluster of their own whose inference
+actor fits only on the worker node (head 1 CPU, worker 2 CPUs), so they never touch the session's."""
 
 from __future__ import annotations
 
@@ -19,21 +20,26 @@ import pytest
 from devkit.seaweed import SeaweedServer
 from tests.support import BIN, RAY_ENV, LocalRayCluster, start_cluster, wait_until
 
-SECRET = "bi-Known-Secret-3f9a1c7e5d2b8046"  # searched for in every log line and output object
 NODE_PARAMS = {"head": ["--num-cpus=1", "--object-store-memory=400000000"],
                "worker": ["--num-cpus=2", "--object-store-memory=400000000"]}
 
 
 @pytest.fixture(scope="session")
-def store(tmp_path_factory) -> SeaweedServer:
-    server = SeaweedServer(workdir=tmp_path_factory.mktemp("reliability-s3"), secret_key=SECRET).start()
-    yield server
-    server.stop()
+def store(s3) -> SeaweedServer:
+    """The session's S3 server."""
+    return s3
 
 
 @pytest.fixture(scope="session")
-def cluster(store) -> LocalRayCluster:
-    """Nodes carry the S3 settings in their environment, like KubeRay pods fed from a Secret."""
+def cluster(ray_cluster) -> LocalRayCluster:
+    """The session's Ray cluster, for tests that only run jobs on it."""
+    return ray_cluster
+
+
+@pytest.fixture(scope="session")
+def fault_cluster(store) -> LocalRayCluster:
+    """A cluster the fault tests may kill nodes of. Nodes carry the S3 settings in their environment,
+    like KubeRay pods fed from a Secret."""
     env = {**store.env(), "PATH": f"{BIN}:{os.environ.get('PATH', '')}"}
     workdir = Path(f"/tmp/bi-rel-{os.getpid()}")  # Ray's socket paths must stay < 108 bytes
     ray_cluster = start_cluster(workdir, NODE_PARAMS["head"], [NODE_PARAMS["worker"]], env)

@@ -8,7 +8,8 @@ import pytest
 
 from devkit.samples import efficientnet_lite0_checkpoint
 from tests.reliability.catalog import NON_IMAGES, bad_input_catalog
-from tests.reliability.conftest import SECRET, Driver, job_env, keys, meta, read_output, upload
+from tests.reliability.conftest import Driver, job_env, keys, meta, read_output, upload
+from tests.support import SECRET
 
 BUCKET = "catalog"
 OUTPUT = "predictions/"

@@ -84,18 +84,18 @@ class ActorWatcher:
         return self.seen
 
 
-def test_worker_node_lost_mid_run(store, cluster, photos, tmp_path) -> None:
+def test_worker_node_lost_mid_run(store, fault_cluster, photos, tmp_path) -> None:
     """The node with the inference actor dies (like a lost pod) after some rows are staged; a replacement
     node joins, a new inference actor starts on it, and the job finishes."""
     driver = Driver(["--input", photos, "--output", f"s3://{BUCKET}/node-lost/", *JOB_ARGS],
-                    job_env(store, cluster), tmp_path)
+                    job_env(store, fault_cluster), tmp_path)
     try:
         driver.wait_for_staged_files(store, BUCKET, "node-lost/", 1)
-        worker = cluster.nodes[-1]
-        cluster.kill_node(worker)
+        worker = fault_cluster.nodes[-1]
+        fault_cluster.kill_node(worker)
         assert_mid_run(staged_rows(store, BUCKET, "node-lost/"))
-        replace_worker(cluster, worker)
-        watcher = ActorWatcher(cluster, driver, nodes=[cluster.nodes[-1]])
+        replace_worker(fault_cluster, worker)
+        watcher = ActorWatcher(fault_cluster, driver, nodes=[fault_cluster.nodes[-1]])
         assert driver.wait() == 0, driver.stderr[-4000:]
     finally:
         driver.kill()
@@ -103,20 +103,20 @@ def test_worker_node_lost_mid_run(store, cluster, photos, tmp_path) -> None:
     assert_exactly_one_row_per_input(store, "node-lost/")
 
 
-def test_inference_actor_killed_mid_run(store, cluster, photos, tmp_path) -> None:
+def test_inference_actor_killed_mid_run(store, fault_cluster, photos, tmp_path) -> None:
     """SIGKILL the inference actor: Ray starts a replacement and retries its batches. The driver is frozen
     (SIGSTOP) around the kill, so no new work is handed out while the staged rows are counted: the kill
     lands mid-run however fast the model is."""
     driver = Driver(["--input", photos, "--output", f"s3://{BUCKET}/actor-killed/", *JOB_ARGS],
-                    job_env(store, cluster), tmp_path)
+                    job_env(store, fault_cluster), tmp_path)
     try:
         driver.wait_for_staged_files(store, BUCKET, "actor-killed/", 1)
         os.kill(driver.process.pid, signal.SIGSTOP)
-        actors = cluster.process_ids(INFERENCE_ACTOR)
+        actors = fault_cluster.process_ids(INFERENCE_ACTOR)
         assert len(actors) == 1, f"expected one {INFERENCE_ACTOR} process, found {actors}"
         os.kill(actors[0], signal.SIGKILL)
         assert_mid_run(staged_rows(store, BUCKET, "actor-killed/"))
-        watcher = ActorWatcher(cluster, driver)
+        watcher = ActorWatcher(fault_cluster, driver)
         os.kill(driver.process.pid, signal.SIGCONT)
         assert driver.wait() == 0, driver.stderr[-4000:]
     finally:
@@ -127,12 +127,12 @@ def test_inference_actor_killed_mid_run(store, cluster, photos, tmp_path) -> Non
     assert_exactly_one_row_per_input(store, "actor-killed/")
 
 
-def test_driver_killed_then_resume(store, cluster, photos, tmp_path) -> None:
+def test_driver_killed_then_resume(store, fault_cluster, photos, tmp_path) -> None:
     """Kill the driver once some files are staged. Its lease outlives it for the TTL: an immediate rerun
     exits 2 naming the dead run; `--resume --wait-for-lease` takes over once the lease expires, keeps the
     staged rows and classifies only the rest."""
     args = ["--input", photos, "--output", f"s3://{BUCKET}/driver-killed/", *JOB_ARGS]
-    driver = Driver(args, job_env(store, cluster), tmp_path / "first")
+    driver = Driver(args, job_env(store, fault_cluster), tmp_path / "first")
     try:
         driver.wait_for_staged_files(store, BUCKET, "driver-killed/", 2)
     finally:
@@ -141,12 +141,12 @@ def test_driver_killed_then_resume(store, cluster, photos, tmp_path) -> None:
     assert_mid_run(staged_before)
     assert not keys(store, BUCKET, "driver-killed/_SUCCESS")
     dead_run = driver.stdout.split("batchinfer: run ", 1)[1].split(" ", 1)[0]
-    at_once = run_cli(["run", *args, "--resume"], job_env(store, cluster))
+    at_once = run_cli(["run", *args, "--resume"], job_env(store, fault_cluster))
     assert at_once.returncode == 2 and len(at_once.stderr.strip().splitlines()) == 1, at_once.stderr[-2000:]
     assert f"being written by another run {dead_run} (started" in at_once.stderr
     # staged results of another job are not mixed in (this call waits out the dead run's lease first)
-    assert_refuses_other_job([*args, "--wait-for-lease", "120"], job_env(store, cluster))
-    resumed = Driver([*args, "--resume"], job_env(store, cluster), tmp_path / "resumed")
+    assert_refuses_other_job([*args, "--wait-for-lease", "120"], job_env(store, fault_cluster))
+    resumed = Driver([*args, "--resume"], job_env(store, fault_cluster), tmp_path / "resumed")
     assert resumed.wait() == 0, resumed.stderr[-4000:]
     summary = assert_exactly_one_row_per_input(store, "driver-killed/")
     print(f"resume granularity: {staged_before} rows staged when the driver was killed, "
@@ -154,7 +154,7 @@ def test_driver_killed_then_resume(store, cluster, photos, tmp_path) -> None:
           f"committed files hold {sorted({f['rows'] for f in summary['files']})} rows")
     assert summary["resumed_rows"] >= staged_before
     assert summary["processed_this_run"] == PHOTOS - summary["resumed_rows"] > 0
-    assert_refuses_other_job(args, job_env(store, cluster))  # a finished run of another job: not a no-op
+    assert_refuses_other_job(args, job_env(store, fault_cluster))  # a finished run of another job: not a no-op
 
 
 def assert_refuses_other_job(args: list[str], env: dict[str, str]) -> None:
@@ -167,12 +167,12 @@ def assert_refuses_other_job(args: list[str], env: dict[str, str]) -> None:
     assert "--overwrite" in other.stderr
 
 
-def test_storage_restarted_and_paused_mid_run(flaky_store, cluster, tmp_path) -> None:
+def test_storage_restarted_and_paused_mid_run(flaky_store, fault_cluster, tmp_path) -> None:
     """SeaweedFS is killed as the pipeline starts listing and reading (nothing staged yet) and restarted on the same
     ports 5 s later; later, with some rows staged and most not, it freezes for a few seconds while results
     are written. Reads and writes are retried, no good image becomes an error row, the job completes."""
     driver = Driver(["--input", f"s3://{BUCKET}/photos/", "--output", f"s3://{BUCKET}/restarted/", *JOB_ARGS,
-                     "--storage-timeout", "120"], job_env(flaky_store, cluster), tmp_path)
+                     "--storage-timeout", "120"], job_env(flaky_store, fault_cluster), tmp_path)
     try:
         driver.wait_for_text(PIPELINE_STARTED)
         assert staged_rows(flaky_store, BUCKET, "restarted/") == 0
@@ -192,13 +192,13 @@ def test_storage_restarted_and_paused_mid_run(flaky_store, cluster, tmp_path) ->
     assert_exactly_one_row_per_input(flaky_store, "restarted/")
 
 
-def test_storage_down_past_limit_fails_cleanly(flaky_store, cluster, tmp_path) -> None:
+def test_storage_down_past_limit_fails_cleanly(flaky_store, fault_cluster, tmp_path) -> None:
     """SeaweedFS goes down as the pipeline starts and stays down past --storage-timeout: exit 1 with one
     clear last line and nothing at the output prefix; once storage is back, --resume finishes the job
     (waiting out the lease the failed run could not remove while the store was down)."""
     args = ["--input", f"s3://{BUCKET}/photos/", "--output", f"s3://{BUCKET}/dead/", *JOB_ARGS,
             "--storage-timeout", "5"]
-    driver = Driver(args, job_env(flaky_store, cluster), tmp_path / "first")
+    driver = Driver(args, job_env(flaky_store, fault_cluster), tmp_path / "first")
     try:
         driver.wait_for_text(PIPELINE_STARTED)
         flaky_store.stop()
@@ -211,7 +211,7 @@ def test_storage_down_past_limit_fails_cleanly(flaky_store, cluster, tmp_path) -
     assert "--resume" in last_line
     flaky_store.start()
     assert [key for key in keys(flaky_store, BUCKET, "dead/") if not key.endswith("/")] == []  # "dir/": a marker
-    resumed = Driver([*args, "--resume", "--wait-for-lease", "120"], job_env(flaky_store, cluster),
+    resumed = Driver([*args, "--resume", "--wait-for-lease", "120"], job_env(flaky_store, fault_cluster),
                      tmp_path / "resumed")
     assert resumed.wait() == 0, resumed.stderr[-4000:]
     assert_exactly_one_row_per_input(flaky_store, "dead/")

@@ -36,18 +36,18 @@ def spilled_mib(cluster) -> float:
     return float(match.group(1)) if match else 0.0
 
 
-def test_ten_thousand_images_bounded_memory(store, cluster, tmp_path) -> None:
+def test_ten_thousand_images_bounded_memory(store, fault_cluster, tmp_path) -> None:
     upload(store, BUCKET, {f"images/{index // 1000:02d}/{index:05d}.jpg": data
                            for index, data in enumerate(photo_crops(IMAGES, 64, seed=1))})
-    spilled_before = spilled_mib(cluster)
+    spilled_before = spilled_mib(fault_cluster)
     driver = Driver(["--input", f"s3://{BUCKET}/images/", "--output", f"s3://{BUCKET}/out/",
                      "--model", "mobilenet_v3_small", "--weights", "none", "--batch-size", "64", "--top-k", "1"],
-                    job_env(store, cluster), tmp_path)
+                    job_env(store, fault_cluster), tmp_path)
     # Peak RSS of the driver; peak summed PSS of the Ray nodes' processes (each `ray start` and what it
     # started): summed RSS would count every shared page (libraries, the object store's mapped pages) once
     # per process that maps it, so it grows with the number of worker processes, not with memory used.
     driver_memory = ProcessSampler(roots=(driver.process.pid,), interval_s=0.5)
-    cluster_memory = ProcessSampler(roots=tuple(node.pid for node in cluster.nodes), interval_s=0.5)
+    cluster_memory = ProcessSampler(roots=tuple(node.pid for node in fault_cluster.nodes), interval_s=0.5)
     try:
         with driver_memory, cluster_memory:
             assert driver.wait(timeout_s=3000) == 0, driver.stderr[-4000:]
@@ -61,7 +61,7 @@ def test_ten_thousand_images_bounded_memory(store, cluster, tmp_path) -> None:
                "ray_processes_peak_pss_mib": cluster_peak >> 20,
                "ray_processes_peak_rss_sum_mib": cluster_memory.peak_rss_kib >> 10,
                "ray_processes_at_most": cluster_memory.peak_processes,
-               "object_store_spilled_mib": spilled_mib(cluster) - spilled_before}
+               "object_store_spilled_mib": spilled_mib(fault_cluster) - spilled_before}
     print("load test:", json.dumps(figures))
     assert len(paths) == len(set(paths)) == IMAGES == summary["rows"] and summary["errors"] == 0
     assert driver_peak < DRIVER_RSS_LIMIT and cluster_peak < CLUSTER_PSS_LIMIT, figures

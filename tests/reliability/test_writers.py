@@ -83,12 +83,12 @@ def assert_complete(server, prefix: str, committed_by: str) -> None:
     assert beside == [meta(prefix) + "report.html", meta(prefix) + "summary.json"]  # no lease, no staging left
 
 
-def test_two_runs_on_one_output(server, cluster, tmp_path) -> None:
+def test_two_runs_on_one_output(server, fault_cluster, tmp_path) -> None:
     """Both start at once: the one that takes the lease commits; the other exits 2 within its
     pre-flight, before the first finishes, with one line naming the first (id, start time, host)."""
     prefix = f"together-{time.time_ns()}/"
     args = ["--input", f"s3://{BUCKET}/photos/", "--output", f"s3://{BUCKET}/{prefix}", *JOB_ARGS]
-    drivers = [Driver(args, env_for(server, cluster), tmp_path / name) for name in ("a", "b")]
+    drivers = [Driver(args, env_for(server, fault_cluster), tmp_path / name) for name in ("a", "b")]
     try:
         wait_until(lambda: any(driver.process.poll() is not None for driver in drivers), 600,
                    "either run to end", interval_s=0.2)
@@ -109,20 +109,20 @@ def test_two_runs_on_one_output(server, cluster, tmp_path) -> None:
     assert_complete(server, prefix, committed_by=holder)
 
 
-def test_frozen_driver_loses_its_output_and_commits_nothing(store, cluster, tmp_path) -> None:
+def test_frozen_driver_loses_its_output_and_commits_nothing(store, fault_cluster, tmp_path) -> None:
     """A driver is frozen (SIGSTOP: a paused VM, a partitioned node) after it staged results. Its lease
     expires; a retry with --resume --wait-for-lease takes the output over. Thawed, the first driver finds
     the lease gone to the retry, commits nothing and exits 1 with one line; the retry commits everything."""
     upload(store, BUCKET, {f"photos/{index:04d}.jpg": data for index, data in enumerate(photo_crops(PHOTOS, 96))})
     prefix = "frozen/"
     args = ["--input", f"s3://{BUCKET}/photos/", "--output", f"s3://{BUCKET}/{prefix}", *JOB_ARGS]
-    first = Driver(args, job_env(store, cluster), tmp_path / "first")
+    first = Driver(args, job_env(store, fault_cluster), tmp_path / "first")
     retry = None
     try:
         first.wait_for_staged_files(store, BUCKET, prefix, 1)
         os.kill(first.process.pid, signal.SIGSTOP)
         frozen = run_id(first)
-        retry = Driver([*args, "--resume", "--wait-for-lease", "120"], job_env(store, cluster), tmp_path / "retry")
+        retry = Driver([*args, "--resume", "--wait-for-lease", "120"], job_env(store, fault_cluster), tmp_path / "retry")
         lease_key = meta(prefix) + LEASE
 
         def lease_holder_other_than_frozen() -> str | None:
