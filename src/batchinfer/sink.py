@@ -55,7 +55,7 @@ REPORT = "report.html"    # in Output.meta
 STAGING = "staging"       # in Output.meta: staging/<run-id>/*.parquet
 JOB = "job.json"          # in the staging area: which job the staged results belong to
 _PART = re.compile(r"part-\d{5}\.parquet$")
-_STAGED_TASK = re.compile(r"_(\d{6})-\d+\.parquet$")  # a staged file's write task (StagingFilenames)
+_STAGED_TASK = re.compile(r"_(\d{6})-\d+\.parquet$")  # a staged file's write task (staging.staged_name)
 ROWS_PER_BUCKET = 500_000  # commit checks: staged paths per hash bucket (one task holds one bucket)
 # Commit tasks (footers, bucket checks, rewrites): a quarter CPU each, so at most four per CPU hold a
 # bucket's paths at once, and a few worker processes serve them all.

@@ -4,8 +4,10 @@ grows. The effects, on a real cluster: tests/test_ray_compat.py and tests/test_d
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import inspect
+from pathlib import Path
 
 import ray
 from ray.data import DataContext, Dataset, TaskPoolStrategy
@@ -121,3 +123,28 @@ def test_an_untested_ray_warns_once(monkeypatch, capsys) -> None:
         ray_compat.tested.cache_clear()
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 1 and lines[0].startswith("batchinfer: Ray 2.61.0 is not the tested 2.60"), lines
+
+
+PRIVATE_NAMES = ("._internal", "._private", "._raylet")  # Ray's private modules
+PRIVATE_ATTRIBUTES = ("._logical_plan", "._topology", "._data_context", "._output_blocks_stats")
+
+
+def test_only_ray_compat_reaches_into_ray() -> None:
+    """The package and the benchmarks import Ray's public API only, and touch none of the private
+    attributes ray_compat relies on; ray_compat is the one place that does."""
+    root = Path(__file__).resolve().parents[2]
+    offenders = []
+    for path in [*(root / "src" / "batchinfer").glob("*.py"), *(root / "bench").glob("*.py")]:
+        if path.name == "ray_compat.py":
+            continue
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            modules = ([node.module or ""] if isinstance(node, ast.ImportFrom)
+                       else [alias.name for alias in node.names] if isinstance(node, ast.Import) else [])
+            offenders += [f"{path.name}: import {module}" for module in modules
+                          if module.startswith("ray") and any(name in module for name in PRIVATE_NAMES)]
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("ray"):
+                offenders += [f"{path.name}: {alias.name}" for alias in node.names if alias.name.startswith("_")]
+            if isinstance(node, ast.Attribute) and f".{node.attr}" in PRIVATE_ATTRIBUTES:
+                offenders.append(f"{path.name}:{node.lineno}: .{node.attr}")
+    assert offenders == []
