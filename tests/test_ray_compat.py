@@ -43,9 +43,15 @@ def cpus_held(joined):
         ray.kill(holder)
 
 
+def _list(unit: dict) -> dict:
+    """One listing task's block of PATHS paths (as source.input_dataset's tasks make them)."""
+    return {"path": [f"s3://in/{n}.jpg" for n in range(PATHS)]}
+
+
 def _decode_blocks() -> list[int]:
     """A one-block listing of PATHS paths, split, into a 0.25-CPU stage that sees one block per call."""
-    listing = ray.data.from_items([{"path": f"s3://in/{n}.jpg"} for n in range(PATHS)], override_num_blocks=1)
+    listing = ray.data.from_items([{"unit": 0}], override_num_blocks=1).map_batches(
+        _list, batch_size=1, num_cpus=0.1, compute=ray.data.TaskPoolStrategy(size=1))
     split = ray_compat.split_blocks(listing, ROWS, SPLIT_TASKS)
     blocks = split.map_batches(lambda batch: {"rows": [len(batch["path"])]}, batch_size=None, num_cpus=0.25)
     return list(blocks.to_pandas()["rows"])
