@@ -39,7 +39,9 @@ def test_every_schema_property_has_a_description():
             walk(prop, f"{path}{name}.")
 
     walk(schema, "")
-    walk(schema["definitions"]["workerGroup"], "workerGroups[].")
+    for name in ("workerGroup", "memory", "shmSize", "podLabels", "rayStartParams"):
+        assert schema["definitions"][name].get("description"), f"definitions.{name} has no description"
+    walk(schema["definitions"]["workerGroup"], "workerGroups.<name>.")
 
 
 def test_node_shapes_and_their_values_files_are_documented():

@@ -108,7 +108,8 @@ def test_node_wait_reaches_the_drivers_wait(render):
 RUN_CHANGES = ["s3.endpoint=http://minio.storage:9000", "s3.region=eu-west-1", "s3.existingSecret.name=other",
                "image.repository=registry.example.com/other/batchinfer", "image.tag=0.1.1",
                "json:extraEnv=[{\"name\":\"HF_HOME\",\"value\":\"/tmp/hf\"}]", "head.memory=16Gi",
-               "workerDefaults.memory=20Gi", "workerDefaults.gpus=2", "json:workerGroups=[{\"name\":\"gpu\",\"replicas\":2}]",
+               "workerDefaults.memory=20Gi", "workerDefaults.gpus=2", "workerGroups.gpu.replicas=2",
+               "json:workerGroups.l4={\"gpus\":1}",
                "rayVersion=2.61.0", "job.topK=3", "job.nodeWait=2400", "cpuFallback.enabled=true"]
 SAME_RUN = ["commonLabels.team=vision", "head.annotations.note=x", "json:head.nodeSelector={\"pool\":\"cpu\"}",
             "rayJob.activeDeadlineSeconds=172800", "rayJob.preRunningDeadlineSeconds=2400",
@@ -116,7 +117,7 @@ SAME_RUN = ["commonLabels.team=vision", "head.annotations.note=x", "json:head.no
             "networkPolicy.enabled=false", "helmTest.enabled=false", "disruptionProtection.annotations=false",
             "serviceAccount.annotations.a=b", "workerDefaults.priorityClassName=batch",
             # a group value set to its workerDefaults value: the same resources, the same run
-            "json:workerGroups=[{\"name\":\"gpu\",\"replicas\":1,\"gpus\":1,\"memory\":\"24Gi\"}]"]
+            "json:workerGroups.gpu={\"replicas\":1,\"gpus\":1,\"memory\":\"24Gi\"}"]
 
 
 @pytest.mark.parametrize("change", RUN_CHANGES)
@@ -275,9 +276,11 @@ def test_values_schema_is_draft_07(render):
     for newer in ("$defs", "dependentRequired", "dependentSchemas", "unevaluated", "prefixItems", "$anchor"):
         assert f'"{newer}' not in text, newer
     jsonschema.Draft7Validator.check_schema(schema)
-    def merge(base: dict, over: dict) -> dict:  # Helm's coalescing of a values file over the defaults
-        return {**base, **{k: merge(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
-                           for k, v in over.items()}}
+    def merge(base: dict, over: dict) -> dict:  # Helm's coalescing of a values file over the defaults,
+        # where a key set to null removes the default's (e.g. the default worker group: gpu: null)
+        merged = {**base, **{k: merge(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
+                             for k, v in over.items()}}
+        return {k: v for k, v in merged.items() if not (v is None and k in over and isinstance(base.get(k), dict))}
 
     defaults = yaml.safe_load((CHART_DIR / "values.yaml").read_text())
     for values_file in VALUES_FILES:

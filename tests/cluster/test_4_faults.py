@@ -48,7 +48,7 @@ def test_worker_group_scales_up_from_zero_and_back(cluster: Cluster, seeded) -> 
                # The autoscaler sidecar (250m) joins the head: the head gives up as much, so that the
                # worker still fits beside them on the 2-CPU node.
                "--set head.cpu=500m --set autoscaling.enabled=true --set autoscaling.idleTimeoutSeconds=15 "
-               """--set-json 'workerGroups=[{"name":"cpu","replicas":0,"minReplicas":0,"maxReplicas":1}]' """
+               """--set-json 'workerGroups.cpu={"replicas":0,"minReplicas":0,"maxReplicas":1}' """
                "--set rayJob.ttlSecondsAfterFinished=150")
     start = time.monotonic()
     workers = "app.kubernetes.io/instance=scale,ray.io/node-type=worker"
