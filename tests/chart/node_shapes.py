@@ -20,6 +20,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 GIB = 1024**3
 MIB = 1024**2
 EVICTION_HARD_BYTES = 100 * MIB
@@ -96,8 +98,18 @@ NODE_SHAPES_LINE = re.compile(r"^# node shapes: (.+)$", re.M)
 
 
 def declared_shapes(values_file: Path) -> dict[str, str]:
-    """The `# node shapes: head=... submitter=... <group>=...` line of a values file."""
+    """The `# node shapes: head=... submitter=... <group>=...` line of a values file: <group> is a key
+    of workerGroups (the map keyed by group name)."""
     match = NODE_SHAPES_LINE.search(values_file.read_text())
     if not match:
         return {}
     return dict(item.split("=", 1) for item in match.group(1).split() if "=" in item)
+
+
+def worker_group_names(values_file: Path) -> set[str]:
+    """The worker groups a values file renders: the chart's default groups (values.yaml workerGroups)
+    merged with the file's, less those the file sets to null (Helm's way to remove a default key)."""
+    chart_values = Path(__file__).resolve().parents[2] / "helm" / "batchinfer" / "values.yaml"
+    groups = dict(yaml.safe_load(chart_values.read_text())["workerGroups"])
+    groups.update((yaml.safe_load(values_file.read_text()) or {}).get("workerGroups") or {})
+    return {name for name, group in groups.items() if group is not None}

@@ -10,8 +10,8 @@ mirror of KubeRay's code is tests/chart/kuberay_rules.py, node shapes are tests/
 from __future__ import annotations
 
 import copy
+import json
 import math
-import re
 import shlex
 from decimal import Decimal
 
@@ -21,7 +21,7 @@ from .conftest import VALUES_FILES, VALUES_IDS
 from .kuberay_rules import (TERMINAL_STATES, dev_shm_bytes, head_services, pod_requests, quantity, ray_container,
                             ray_groups, ray_pod_default_labels, ray_pods, ray_start_params, rayjob_cluster_name,
                             rayjob_validation_errors, terminal_deletions)
-from .node_shapes import DAEMONSET_HEADROOM, SHAPES, declared_shapes, shape_allocatable
+from .node_shapes import DAEMONSET_HEADROOM, SHAPES, declared_shapes, shape_allocatable, worker_group_names
 from .render import REPO_ROOT, rayjob_of
 from .schemas import pod_templates
 
@@ -50,6 +50,8 @@ def test_every_pod_fits_its_documented_node_shape(render, values_file):
     fit the allocatable of the node shape its values file declares, minus DaemonSet headroom.
     A pod that does not fit any node stays Pending forever (the issue's 8 CPU / 32Gi worker)."""
     shapes = declared_shapes(values_file)
+    # A shape per worker group the file renders, and none for a group it removed (e.g. gpu: null).
+    assert set(shapes) - {"head", "submitter"} == worker_group_names(values_file), values_file.name
     rayjob = rayjob_of(render(values_file))
     pods = {_pod_name(name): tpl for name, tpl in pod_templates(rayjob)}
     assert set(pods) <= set(shapes), f"{values_file.name}: declare node shapes for {set(pods) - set(shapes)}"
@@ -380,7 +382,6 @@ def test_only_gpu_pods_go_to_gpu_nodes(render, values_file):
 def test_own_node_affinity_replaces_the_gpu_exclusion(render):
     affinity = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
         {"matchExpressions": [{"key": "pool", "operator": "In", "values": ["system"]}]}]}}}
-    import json
     rayjob = rayjob_of(render(None, "json:head.affinity=" + json.dumps(affinity), "head.avoidGpuNodes=true"))
     assert rayjob["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["affinity"] == affinity
     off = rayjob_of(render(None, "head.avoidGpuNodes=false"))
@@ -433,11 +434,15 @@ def test_head_service_check_is_not_vacuous(render):
 
 
 def test_chart_refuses_kuberays_pod_labels():
-    """The chart's list of label keys it refuses in commonLabels and the groups' labels
-    (batchinfer.validate; test_values_rules.BAD_VALUES) is the set labelPod gives every Ray pod."""
-    helpers = (REPO_ROOT / "helm/batchinfer/templates/_helpers.tpl").read_text()
-    (listed,) = re.findall(r"\$kuberayKeys := list (.+?) \}\}", helpers)
-    assert set(shlex.split(listed)) == set(ray_pod_default_labels("head", "headgroup", "c"))
+    """The label keys the chart's schema refuses in commonLabels and every group's labels
+    (values.schema.json definitions/podLabels: `false` schemas; test_values_rules.BAD_VALUES) are the
+    set labelPod gives every Ray pod."""
+    schema = json.loads((REPO_ROOT / "helm/batchinfer/values.schema.json").read_text())
+    kuberays = set(ray_pod_default_labels("head", "headgroup", "c"))
+    for where in (schema["definitions"]["podLabels"], schema["properties"]["commonLabels"]):
+        assert {key for key, rule in where["properties"].items() if rule is False} == kuberays
+    for where in (schema["properties"]["head"], schema["properties"]["workerDefaults"], schema["definitions"]["workerGroup"]):
+        assert where["properties"]["labels"] == {"$ref": "#/definitions/podLabels"}
 
 
 def test_worker_groups_render_what_kuberays_update_writes_so_helm_upgrade_has_no_conflict() -> None:
