@@ -5,8 +5,9 @@ every 10 ms); the figures and the machine go to bench/results/<time>-commit-n<N>
 
     python -m bench.commit_memory --rows 1000000 [--label after]
 
-Runs against whichever batchinfer is importable: this checkout's commit (record + footers) or an older
-one whose `Output.commit(expected, summary, still_owner)` takes the list of every input URI.
+Runs against whichever batchinfer is importable: this checkout's commit (`commit_tasks.commit_output`:
+record + footers) or an older one (all in `batchinfer.sink`) whose `Output.commit(expected, summary,
+still_owner)` takes the list of every input URI.
 """
 
 from __future__ import annotations
@@ -30,10 +31,15 @@ import ray
 
 from batchinfer.config import S3Options
 from batchinfer.columns import prediction_schema
-from batchinfer import sink
-from batchinfer.sink import Output
 from batchinfer.storage import Location
 from bench.run import machine
+
+try:
+    from batchinfer.commit_tasks import commit_output
+    from batchinfer.layout import Output
+except ImportError:  # a checkout from before the commit left batchinfer.sink
+    from batchinfer.sink import Output
+    commit_output = Output.commit
 
 RUN_ID = "benchrun0001"
 RESULTS = Path(__file__).parent / "results"
@@ -61,7 +67,7 @@ def stage(output: Output, rows: int, rows_per_file: int) -> list[str]:
             "topk_scores": pa.array([[0.9, 0.05, 0.03, 0.01, 0.01]] * count, pa.list_(pa.float32())),
             "model": ["resnet50"] * count, "error": pa.array([None] * count, pa.string()),
             "error_kind": pa.array([None] * count, pa.string())}, schema=schema)
-        pq.write_table(table, directory / f"bench_{task:06d}-0.parquet")
+        pq.write_table(table, directory / f"bench_{task:06d}-0.parquet")  # as staging.staged_name names them
     return [f"s3://bucket/images/class-{index % 1000:03d}/image-{index:09d}.jpg" for index in range(rows)]
 
 
@@ -80,9 +86,12 @@ def main() -> None:
     expected = stage(output, args.rows, args.rows_per_file)
     ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
     ray.get(ray.remote(lambda: None).remote())  # a warm worker, as a running job has
-    new_api = "record" in inspect.signature(Output.commit).parameters
+    new_api = "record" in inspect.signature(commit_output).parameters
     if new_api:
-        from batchinfer.sink import WriteRecord
+        try:
+            from batchinfer.staging import WriteRecord
+        except ImportError:
+            from batchinfer.sink import WriteRecord
 
         tasks = range(0, args.rows, args.rows_per_file)
         record = WriteRecord(RUN_ID, {task: min(args.rows_per_file, args.rows - start)
@@ -99,9 +108,9 @@ def main() -> None:
     sampler.start()
     clock = time.monotonic()
     if new_api:
-        summary = output.commit(record, None, {}, lambda: None)
+        summary = commit_output(output, record, None, {}, lambda: None)
     else:
-        summary = output.commit(expected, {}, lambda: None)
+        summary = commit_output(output, expected, {}, lambda: None)
     seconds = time.monotonic() - clock
     done.set()
     sampler.join()
@@ -113,7 +122,8 @@ def main() -> None:
     result = {"started": started.isoformat(timespec="seconds"), "machine": where,
               "command": "python -m bench.commit_memory " + " ".join(sys.argv[1:]),
               "code": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                     cwd=Path(sink.__file__).parent).stdout.strip(),  # the commit measured
+                                     cwd=Path(sys.modules[Output.__module__].__file__).parent
+                                     ).stdout.strip(),  # the commit measured
               "rows": args.rows, "rows_per_file": args.rows_per_file,
               "commit_kind": "footers + record" if new_api else "rows read on the driver",
               "commit_s": round(seconds, 2), "driver_rss_before_mib": round(before / 2**20, 1),

@@ -31,7 +31,7 @@ from batchinfer.models import imagenet_categories
 from batchinfer import report
 from batchinfer.report import THUMBNAILS, write_report
 from batchinfer.columns import prediction_schema
-from batchinfer.sink import META_SUFFIX, SUCCESS, SUMMARY, Output
+from batchinfer.layout import META_SUFFIX, SUCCESS, SUMMARY, Output
 from batchinfer.storage import resolve
 
 RESULTS = Path(__file__).parent / "results"

@@ -35,7 +35,7 @@ from batchinfer.pipeline import connect_ray, inference_settings, plan_resources,
 from batchinfer.predictor import CPU_BATCH_SIZE, InferenceSettings, Predictor, resolve_precision
 from batchinfer.preprocess import Preprocessor
 from devkit.seaweed import SeaweedServer
-from batchinfer.sink import Output
+from batchinfer.layout import Output
 from batchinfer.storage import resolve
 
 from bench.baseline import run_baseline

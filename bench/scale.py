@@ -45,7 +45,7 @@ from PIL import Image
 
 from batchinfer.config import JobConfig, S3Options
 from batchinfer.pipeline import connect_ray, run_job
-from batchinfer.sink import Output
+from batchinfer.layout import Output
 from batchinfer.storage import resolve
 
 from bench.measure import OutputWatcher, ProcessSampler

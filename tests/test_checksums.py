@@ -21,7 +21,7 @@ from botocore.exceptions import ClientError
 
 from batchinfer.config import S3Options
 from batchinfer.lease import LeaseHeld, acquire, lease_store
-from batchinfer.sink import Output
+from batchinfer.layout import Output
 from batchinfer.storage import read_bytes, resolve, s3_client, s3_filesystem, write_bytes
 
 REFUSAL = (b"<?xml version='1.0' encoding='UTF-8'?><Error><Code>InvalidArgument</Code>"

@@ -12,10 +12,13 @@ import pyarrow.parquet as pq
 import pytest
 import ray
 
-from batchinfer import sink
+from batchinfer import commit_tasks
 from batchinfer.pipeline import connect_ray
 from batchinfer.columns import prediction_schema
-from batchinfer.sink import CommitError, Output, WriteRecord
+from batchinfer.commit import CommitError
+from batchinfer.commit_tasks import commit_output
+from batchinfer.layout import Output
+from batchinfer.staging import WriteRecord, staged_name
 from batchinfer.storage import resolve
 
 BUCKET = "commit"
@@ -68,14 +71,14 @@ def cluster(ray_cluster, s3):
     ray.shutdown()
 
 
-@pytest.fixture(params=[sink.ROWS_PER_BUCKET, 2], ids=["one-bucket", "2-rows-per-bucket"])
+@pytest.fixture(params=[commit_tasks.ROWS_PER_BUCKET, 2], ids=["one-bucket", "2-rows-per-bucket"])
 def rows_per_bucket(request, monkeypatch) -> int:
     """The hash buckets of the commit check: one, or so small that the paths spread over several
     buckets and the staged files over several scatter tasks (and, then, one file per footer and copy
     task)."""
-    monkeypatch.setattr(sink, "ROWS_PER_BUCKET", request.param)
+    monkeypatch.setattr(commit_tasks, "ROWS_PER_BUCKET", request.param)
     if request.param == 2:
-        monkeypatch.setattr(sink, "FILES_PER_TASK", 1)
+        monkeypatch.setattr(commit_tasks, "FILES_PER_TASK", 1)
     return request.param
 
 
@@ -88,13 +91,13 @@ def test_duplicates_dropped_cut_short_files_ignored_clean_files_copied(cluster, 
     prefix = f"commit-it/dedupe-{rows_per_bucket}"
     earlier = predictions([uri("a"), uri("b"), uri("c")])
     output = stage(s3, s3_options, prefix, {
-        f"{EARLIER}/w_000000-0.parquet": earlier,
-        f"{EARLIER}/w_000001-0.parquet": earlier[:50],  # cut short when its writer died
-        f"{RUN}/w_000000-0.parquet": predictions([uri("c"), uri("d")]),  # c: also staged by the earlier run
-        f"{RUN}/w_000001-0.parquet": predictions([uri("e")], error_kind="decode"),
+        f"{EARLIER}/{staged_name('w', 0, 0)}": earlier,
+        f"{EARLIER}/{staged_name('w', 1, 0)}": earlier[:50],  # cut short when its writer died
+        f"{RUN}/{staged_name('w', 0, 0)}": predictions([uri("c"), uri("d")]),  # c: also staged by the earlier run
+        f"{RUN}/{staged_name('w', 1, 0)}": predictions([uri("e")], error_kind="decode"),
     })
     owner_checks = []
-    summary = output.commit(WriteRecord(RUN, {0: 2, 1: 1}), None, {"run_id": RUN},
+    summary = commit_output(output, WriteRecord(RUN, {0: 2, 1: 1}), None, {"run_id": RUN},
                             lambda: owner_checks.append(True))
     paths, keys = committed_paths(s3, prefix)
     assert paths == [uri(name) for name in "abcde"]
@@ -110,24 +113,24 @@ def test_duplicates_dropped_cut_short_files_ignored_clean_files_copied(cluster, 
 
 def test_short_write_task_commits_nothing(cluster, s3, s3_options) -> None:
     prefix = "commit-it/short"
-    output = stage(s3, s3_options, prefix, {f"{RUN}/w_000000-0.parquet": predictions([uri("a"), uri("b")])})
+    output = stage(s3, s3_options, prefix, {f"{RUN}/{staged_name('w', 0, 0)}": predictions([uri("a"), uri("b")])})
     with pytest.raises(CommitError, match=r"1 of 3 inputs have no result \(e.g. write task 0 staged 2 of its 3 rows\)"
                        r"; output left uncommitted, rerun with --resume"):
-        output.commit(WriteRecord(RUN, {0: 3}), None, {}, lambda: None)
+        commit_output(output, WriteRecord(RUN, {0: 3}), None, {}, lambda: None)
     assert committed_paths(s3, prefix) == ([], [])
     assert not output.is_committed()
 
 
 def test_resumed_run_drops_foreign_rows_and_finds_missing_inputs(cluster, s3, s3_options, rows_per_bucket) -> None:
     prefix = f"commit-it/resumed-{rows_per_bucket}"
-    files = {f"{EARLIER}/w_000000-0.parquet": predictions([uri("a"), uri("gone")]),
-             f"{RUN}/w_000000-0.parquet": predictions([uri("b")])}
+    files = {f"{EARLIER}/{staged_name('w', 0, 0)}": predictions([uri("a"), uri("gone")]),
+             f"{RUN}/{staged_name('w', 0, 0)}": predictions([uri("b")])}
     output = stage(s3, s3_options, prefix, files)
     inputs = ray.data.from_items([{"path": uri(name)} for name in "abc"])
     with pytest.raises(CommitError, match=r"1 of 3 inputs have no result \(e.g. s3://in/c.jpg\)"):
-        output.commit(WriteRecord(RUN, {0: 1}), inputs, {}, lambda: None)
+        commit_output(output, WriteRecord(RUN, {0: 1}), inputs, {}, lambda: None)
     assert committed_paths(s3, prefix) == ([], [])
     inputs = ray.data.from_items([{"path": uri(name)} for name in "ab"])
-    summary = output.commit(WriteRecord(RUN, {0: 1}), inputs, {}, lambda: None)
+    summary = commit_output(output, WriteRecord(RUN, {0: 1}), inputs, {}, lambda: None)
     assert committed_paths(s3, prefix)[0] == [uri("a"), uri("b")]
     assert summary["rows"] == 2 and summary["resumed_rows"] == 1

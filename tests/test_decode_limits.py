@@ -20,7 +20,7 @@ from batchinfer.config import DEFAULT_MAX_IMAGE_PIXELS
 from batchinfer.preprocess import (ERROR_KINDS, EvalTransform, Preprocessor, TooLarge, decode_image, failure,
                                    jpeg_orientation)
 from batchinfer.columns import prediction_schema
-from batchinfer.sink import errors_by_kind
+from batchinfer.commit import errors_by_kind
 from tests.support import photo_dir
 
 PHOTOS = photo_dir()

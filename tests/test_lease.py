@@ -17,7 +17,7 @@ import pytest
 
 from batchinfer.config import S3Options, UserError
 from batchinfer.lease import LEASE, LEASE_TTL_S, Lease, LeaseHeld, LeaseLost, acquire, lease_store
-from batchinfer.sink import Output
+from batchinfer.layout import Output
 from batchinfer.storage import resolve
 
 

@@ -16,7 +16,8 @@ import pytest
 
 from batchinfer.config import JobConfig
 from batchinfer.pipeline import connect_ray, run_job
-from batchinfer.source import check_input, count_skipped, input_dataset, plan_units, skipped_counter
+from batchinfer.listing import count_skipped, plan_units, skipped_counter
+from batchinfer.source import check_input, input_dataset
 from batchinfer.storage import resolve, s3_filesystem
 from tests.support import run_cli
 

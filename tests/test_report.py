@@ -30,7 +30,7 @@ import pytest
 from PIL import Image
 
 from batchinfer.report import COLORS, THUMBNAILS
-from batchinfer.sink import REPORT, SUMMARY, Output
+from batchinfer.layout import REPORT, SUMMARY, Output
 from batchinfer.storage import read_bytes, resolve
 from tests.support import RAY_ENV, run_cli
 

@@ -12,7 +12,8 @@ import ray
 
 from batchinfer import columns as col
 from batchinfer.pipeline import connect_ray
-from batchinfer.sink import StagedFile, commit_candidates, read_footer
+from batchinfer.commit import StagedFile, commit_candidates
+from batchinfer.commit_tasks import read_footer
 from batchinfer.staging import StagingDatasink
 
 ROWS, BLOCKS, ROWS_PER_FILE = 95, 19, 20

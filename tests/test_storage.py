@@ -20,7 +20,7 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 from batchinfer.config import S3Options, UserError
-from batchinfer.source import S3Lister
+from batchinfer.listing import S3Lister
 from batchinfer.storage import arrow_can_address, check_bucket, explain, read_bytes, read_many, resolve, s3_filesystem
 from batchinfer.storage_errors import AccessDenied, BucketMissing, ObjectMissing, StoreUnreachable, is_transient
 from tests.support import RAY_ENV, run_cli

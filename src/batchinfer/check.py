@@ -1,6 +1,6 @@
 """`batchinfer check`: can this identity read the input and write the output? (the chart's `helm test`)
 
-The same early checks the job runs before any work (storage.resolve/check_bucket, source.first_images),
+The same early checks the job runs before any work (storage.resolve/check_bucket, listing.first_images),
 then one read of the first image, a probe object written and deleted under the output prefix (pyarrow,
 as the job's results), and the job's lease store set up beside it (lease.lease_store: boto3 with the
 job's client settings, a conditional put with If-None-Match and If-Match, and a delete), so a missing
@@ -14,8 +14,8 @@ import uuid
 
 from batchinfer.config import S3Options
 from batchinfer.lease import lease_store
-from batchinfer.sink import Output
-from batchinfer.source import first_images
+from batchinfer.layout import Output
+from batchinfer.listing import first_images
 from batchinfer.storage import STORAGE_TIMEOUT_S, check_bucket, explain, read_bytes, resolve, write_bytes
 
 PROBE_PREFIX = "_batchinfer-check-"  # starts with "_": Parquet readers skip it, like _SUCCESS

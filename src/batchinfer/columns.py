@@ -1,5 +1,6 @@
 """The columns that pass between the stages, named once: listing → decode (preprocess) → inference
-(predictor) → Parquet (sink). `prediction_schema` is the output contract."""
+(predictor) → Parquet (staging, commit), and the commit's check tables. `prediction_schema` is the
+output contract."""
 
 from __future__ import annotations
 
@@ -27,6 +28,11 @@ MODEL = "model"
 CORRECT = "correct"        # label == true_label (normalized); with TRUE_LABEL only
 # Listing → output: a manifest's --key-column, carried through so results join back.
 KEY = "key"
+# Commit checks (commit.py, commit_tasks.py): each staged row's file ("" for an input of a resumed
+# run), and the problem rows a bucket check finds (commit.PROBLEMS_SCHEMA).
+FILE = "file"
+PROBLEM = "kind"           # duplicate, foreign or missing
+PROBLEM_ROWS = "rows"      # how many rows of `path` in `file` it concerns
 
 
 def prediction_schema(with_truth: bool = False, with_key: bool = False) -> pa.Schema:

@@ -22,9 +22,12 @@ from batchinfer.predictor import CPU_BATCH_SIZE, CUDA_ACTOR_BATCH, InferenceSett
 from batchinfer.preprocess import Preprocessor
 from batchinfer.ray_compat import split_blocks
 from batchinfer.report import write_report
-from batchinfer.sink import JobIdentity, Output, WriteRecord, check_output, exclude_finished, prepare_output
-from batchinfer.source import check_input, count_skipped, input_dataset, skipped_counter
-from batchinfer.staging import StagingDatasink
+from batchinfer.commit_tasks import commit_output, exclude_finished
+from batchinfer.identity import JobIdentity, check_output, prepare_output
+from batchinfer.layout import Output
+from batchinfer.listing import count_skipped, skipped_counter
+from batchinfer.source import check_input, input_dataset
+from batchinfer.staging import StagingDatasink, WriteRecord
 from batchinfer.storage import Location, check_bucket, resolve, retry_storage
 
 DECODE_BATCH = 64         # images per decode task (one object-store block each) for photos (decode_batch)
@@ -266,7 +269,7 @@ def execute(config: JobConfig, ready: Preflight, run_id: str) -> Execution:
 
 
 def commit(config: JobConfig, ready: Preflight, execution: Execution, lease: Lease) -> dict:
-    """Publish the staged results (sink.Output.commit), write the report; return the summary."""
+    """Publish the staged results (commit_tasks.commit_output), write the report; return the summary."""
     processed = execution.record.rows if execution.record else 0
     pipeline_s = execution.pipeline_s
     summary = {
@@ -281,8 +284,8 @@ def commit(config: JobConfig, ready: Preflight, execution: Execution, lease: Lea
         "finished_at": datetime.now(timezone.utc).isoformat(),
     }
     summary = retry_storage(
-        lambda: ready.output.commit(execution.record, execution.resumed_inputs, summary,
-                                    lambda: lease.confirm(config.storage_timeout_s)),
+        lambda: commit_output(ready.output, execution.record, execution.resumed_inputs, summary,
+                              lambda: lease.confirm(config.storage_timeout_s)),
         f"commit {config.output_uri}", config.storage_timeout_s)
     build_report = ray.remote(**REPORT_TASK)(write_report)  # a task: the driver never scans the output (#16)
     try:

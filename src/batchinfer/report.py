@@ -27,7 +27,7 @@ from PIL import Image, ImageOps
 
 from batchinfer.config import S3Options, UserError
 from batchinfer.columns import prediction_schema
-from batchinfer.sink import REPORT, SUMMARY, Output
+from batchinfer.layout import REPORT, SUMMARY, Output
 from batchinfer.storage import StorageUnavailable, read_bytes, read_many, resolve, write_bytes
 
 LOW_CONFIDENCE = 0.5    # a prediction whose top-1 probability is below this counts as low-confidence

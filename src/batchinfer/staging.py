@@ -1,12 +1,15 @@
 """The write stage: a Ray Data datasink of our own that writes each write task's rows as Parquet into
 this run's staging area, under names it chooses, and keeps a record of what each write task staged
-(the commit checks the staged files' footers against it: sink.commit_candidates)."""
+(the commit checks the staged files' footers against it: commit.commit_candidates). The staged files'
+names are made and read back here only (`staged_name`, `staged_task`)."""
 
 from __future__ import annotations
 
 import functools
+import re
 import uuid
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
@@ -15,17 +18,37 @@ import pyarrow.parquet as pq
 from ray.data.block import Block, BlockAccessor
 from ray.data.datasource import Datasink, WriteResult
 
-from batchinfer.sink import WriteRecord
 from batchinfer.storage import retry_storage
 
 if TYPE_CHECKING:
     from batchinfer.ray_compat import TaskContext
 
 
+_STAGED_NAME = re.compile(r"_(\d{6})-\d+\.parquet$")  # what staged_name makes: the write task's index
+
+
 def staged_name(write_id: str, task: int, file: int) -> str:
-    """A staged file's name: this write's id, the write task (sink._STAGED_TASK reads it back) and the
+    """A staged file's name: this write's id, the write task (`staged_task` reads it back) and the
     task's file number."""
     return f"{write_id}_{task:06d}-{file}.parquet"
+
+
+def staged_task(path: str) -> int | None:
+    """The write task that staged the file at `path` (named by `staged_name`); None for another naming."""
+    found = _STAGED_NAME.search(path)
+    return int(found.group(1)) if found else None
+
+
+@dataclass(frozen=True)
+class WriteRecord:
+    """What this run's pipeline staged: rows per Ray Data write task, as the write tasks reported them."""
+
+    run_id: str
+    rows_by_task: dict[int, int]
+
+    @property
+    def rows(self) -> int:
+        return sum(self.rows_by_task.values())
 
 
 class StagingDatasink(Datasink[dict[str, int]]):

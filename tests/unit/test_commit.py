@@ -12,9 +12,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from batchinfer.config import JobConfig, S3Options, UserError
-from batchinfer.sink import (JOB, STAGING, SUMMARY, SUCCESS, FileTotals, JobIdentity, Output, StagedFile,
-                             WriteRecord, check_output, commit_candidates, drop_rows, find_row_problems,
-                             plan_commit, read_footer, totals_summary)
+from batchinfer.commit import (FileTotals, StagedFile, commit_candidates, drop_rows, find_row_problems, plan_commit,
+                               totals_summary)
+from batchinfer.commit_tasks import read_footer
+from batchinfer.identity import JobIdentity, check_output
+from batchinfer.layout import JOB, STAGING, SUMMARY, SUCCESS, Output
+from batchinfer.staging import WriteRecord, staged_name
 from batchinfer.storage import Location
 
 RUN = "thisrun00001"
@@ -33,7 +36,7 @@ def rows_of(paths: list[str], kinds: list[str | None] | None = None) -> pa.Table
 def staged(run_id: str, task: int, rows: int | None) -> StagedFile:
     """A staged file of `run_id`'s write task `task` holding `rows` rows (None: unreadable)."""
     totals = None if rows is None else FileTotals(rows=rows, ok=rows)
-    return StagedFile(f"/out.batchinfer/staging/{run_id}/abc_{task:06d}-0.parquet", run_id, "", totals)
+    return StagedFile(f"/out.batchinfer/staging/{run_id}/{staged_name('abc', task, 0)}", run_id, "", totals)
 
 
 def pairs(staged_rows: dict[str, list[str]], inputs: list[str] = ()) -> pa.Table:
@@ -94,7 +97,7 @@ def test_unreadable_and_stray_staged_files_are_ignored_and_short_writes_are_miss
 def test_footer_of_a_cut_short_file_is_unreadable(tmp_path: Path) -> None:
     root = tmp_path / "out.batchinfer" / STAGING
     (root / RUN).mkdir(parents=True)
-    good, cut = root / RUN / "w_000000-0.parquet", root / RUN / "w_000001-0.parquet"
+    good, cut = root / RUN / staged_name("w", 0, 0), root / RUN / staged_name("w", 1, 0)
     pq.write_table(rows_of(["a", "b", "c"], [None, "decode", "decode"]), good)
     cut.write_bytes(good.read_bytes()[:40])
     fs = pafs.LocalFileSystem()

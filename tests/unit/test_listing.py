@@ -13,9 +13,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from batchinfer.config import JobConfig, UserError
-from batchinfer.source import (AFTER_ALL, ManifestHead, Unit, _normalize_manifest, check_input, in_range,
-                               is_excluded, is_image, manifest_head, plan_units, ranges_from_groups, splittable,
-                               unit_keys)
+from batchinfer.listing import (AFTER_ALL, Unit, in_range, is_excluded, is_image, plan_units, ranges_from_groups,
+                                splittable, unit_keys)
+from batchinfer.manifests import ManifestHead, _normalize_manifest, manifest_head
+from batchinfer.source import check_input
 from batchinfer.storage import resolve
 
 
