@@ -374,7 +374,7 @@ CHART_ONLY_JOB_VALUES = {"runId", "outputPerRun", "extraArgs"}
 
 def test_every_job_value_is_a_run_flag_the_cli_parses(render, tmp_path):
     """Each job value becomes the `batchinfer run` flag of the same name in kebab-case with no template
-    line of its own (_helpers.tpl batchinfer.jobArgs), so a new flag needs only a value and its schema.
+    line of its own (_entrypoint.tpl batchinfer.jobArgs), so a new flag needs only a value and its schema.
     With every value changed, the rendered argv must parse with the CLI's own parser and carry each
     value into the configuration field its flag defines."""
     from batchinfer.cli import build_parser
