@@ -1,7 +1,8 @@
 """The run report: one self-contained HTML page next to the run's summary.
 
-Everything on it comes from the committed Parquet files through pyarrow aggregates (a scan of a few
-columns, `group_by`, `select_k`), never row by row in Python; charts are matplotlib SVG inlined in the
+Everything on it comes from the committed Parquet files through pyarrow: streaming group counts (Acero's
+hash aggregation over a scan of a few columns), compute functions (`quantile`, `select_k`, `value_counts`)
+over the classified rows' scores, never row by row in Python; charts are matplotlib SVG inlined in the
 page, thumbnails small JPEG data URIs. No script, no stylesheet or font from elsewhere: it opens offline.
 """
 
@@ -12,27 +13,26 @@ import html
 import io
 import json
 import os
-from collections import Counter
 from datetime import datetime
 from urllib.parse import urlparse
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
+from pyarrow import acero
 from matplotlib import rc_context
 from matplotlib.figure import Figure
 from matplotlib.axis import Axis
 from matplotlib.ticker import MaxNLocator, StrMethodFormatter
 from PIL import Image, ImageOps
 
+from batchinfer import columns as col
 from batchinfer.config import S3Options, UserError
-from batchinfer.columns import prediction_schema
 from batchinfer.layout import REPORT, SUMMARY, Output
 from batchinfer.storage import StorageUnavailable, read_bytes, read_many, resolve, write_bytes
 
 LOW_CONFIDENCE = 0.5    # a prediction whose top-1 probability is below this counts as low-confidence
 SCORE_BINS = 20         # confidence histogram: bins of 0.05
-MEDIAN_BINS = 1 << 16   # finer bins that locate the median's rank before a second scan reads it exactly
 TOP_CLASSES = 15
 TOP_ERROR_KINDS = 10
 ERROR_EXAMPLES = 3      # example paths per error kind
@@ -45,7 +45,6 @@ COLORS = {"bar": "#3b6ea8", "low": "#d9822b", "error": "#c23030", "ok": "#2e8b57
 # Scans read one batch of one file ahead: pyarrow's default read-ahead (16 batches, 4 files) let the
 # report's peak grow with the output (bench.report_html: +61 MiB from 100k to 1M rows, +30 MiB with this).
 _SCAN = {"batch_readahead": 1, "fragment_readahead": 1}
-_COLUMNS = ("label", "score", "error", "true_label", "correct")  # scanned for every row; paths only where shown
 
 
 def load_summary(output: Output) -> dict:
@@ -81,32 +80,42 @@ def predictions(output: Output, summary: dict) -> ds.Dataset:
     """The run's committed Parquet files, as a dataset to scan column subsets of."""
     paths = [output.location.join(entry["name"]) for entry in summary["files"]]
     return (ds.dataset(paths, filesystem=output.fs, format="parquet") if paths
-            else ds.dataset([], schema=prediction_schema(with_truth=False)))
+            else ds.dataset([], schema=col.prediction_schema(with_truth=False)))
 
 
 def error_kinds(table: pa.Table) -> pa.ChunkedArray:
     """Each error row's kind: the `error_kind` column when the output has one, else the message with
     what varies between rows of one cause (URIs, quoted names, addresses, numbers) blanked out."""
-    if "error_kind" in table.column_names:
-        return table["error_kind"]
-    kinds = table["error"]
+    if col.ERROR_KIND in table.column_names:
+        return table[col.ERROR_KIND]
+    kinds = table[col.ERROR]
     for pattern, replacement in ((r"\S+://\S+", "<uri>"), (r"'[^']*'", "'…'"), (r'"[^"]*"', '"…"'),
                                  (r"0x[0-9a-fA-F]+", "<address>"), (r"\d+", "N")):
         kinds = pc.replace_substring_regex(kinds, pattern, replacement)
     return pc.utf8_slice_codeunits(kinds, 0, 160)
 
 
+def _top(table: pa.Table, keys: list[str], limit: int) -> list[dict]:
+    """The `limit` rows of an aggregated `table` with the largest `count_all`, ties by key (nulls last)."""
+    order = [("count_all", "descending"), *[(key, "ascending", "at_end") for key in keys]]
+    return table.sort_by(order).slice(0, limit).to_pylist()
+
+
 def _counts(table: pa.Table, keys: list[str], limit: int) -> list[dict]:
-    """The `limit` most frequent key combinations, with their count, most frequent first."""
-    grouped = table.group_by(keys).aggregate([([], "count_all")])
-    return grouped.sort_by([("count_all", "descending"), *[(key, "ascending") for key in keys]]) \
-        .slice(0, limit).to_pylist()
+    """The `limit` most frequent key combinations of `table`, with their count, most frequent first."""
+    return _top(table.group_by(keys).aggregate([([], "count_all")]), keys, limit)
 
 
-def _most(counts: Counter, keys: list[str], limit: int) -> list[dict]:
-    """`_counts`' rows from a Counter of key tuples: most frequent first, ties by key."""
-    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:limit]
-    return [{**dict(zip(keys, key)), "count_all": count} for key, count in ranked]
+def _count_groups(dataset: ds.Dataset, keys: list[str], where: pc.Expression) -> pa.Table:
+    """How many rows matching `where` each combination of `keys` has (column `count_all`), by Acero's
+    streaming hash aggregation over a scan of those columns: memory grows with the number of groups,
+    not of rows."""
+    scan = acero.ScanNodeOptions(dataset, columns=keys, filter=where, **_SCAN)
+    return acero.Declaration.from_sequence([
+        acero.Declaration("scan", scan), acero.Declaration("filter", acero.FilterNodeOptions(where)),
+        acero.Declaration("aggregate", acero.AggregateNodeOptions([([], "hash_count_all", None, "count_all")],
+                                                                  keys=keys)),
+    ]).to_table()
 
 
 def _bins(scores: pa.Array | pa.ChunkedArray, bins: int) -> pa.Array:
@@ -114,99 +123,59 @@ def _bins(scores: pa.Array | pa.ChunkedArray, bins: int) -> pa.Array:
     return pc.min_element_wise(pc.cast(pc.floor(pc.multiply(scores, bins)), pa.int32()), bins - 1)
 
 
-def _add_bins(counts: list[int], scores: pa.Array, bins: int) -> None:
-    for entry in pc.value_counts(_bins(scores, bins)).to_pylist():
-        counts[entry["values"]] += entry["counts"]
-
-
 def analyse(dataset: ds.Dataset) -> dict:
-    """Every figure on the page, aggregated batch by batch: memory grows with the number of classes,
-    not of rows. Paths are read only for the rows shown."""
-    columns = [name for name in _COLUMNS if name in dataset.schema.names]
-    rows = ok = low = 0
-    histogram, fine = [0] * SCORE_BINS, [0] * MEDIAN_BINS
-    labels: Counter = Counter()
-    truths: dict[str, list[int]] = {}  # true label -> [correct, judged]
-    confusions: Counter = Counter()
-    lowest: list[float] = []  # the THUMBNAILS lowest scores so far
-    for batch in dataset.to_batches(columns=columns, **_SCAN):
-        table = pa.Table.from_batches([batch])
-        ok_rows = table.filter(pc.is_null(table["error"]))
-        rows, ok = rows + table.num_rows, ok + ok_rows.num_rows
-        scores = ok_rows["score"]
-        for row in ok_rows.group_by("label").aggregate([([], "count_all")]).to_pylist():
-            if row["label"] is not None:
-                labels[(row["label"],)] += row["count_all"]
-        _add_bins(histogram, scores, SCORE_BINS)
-        _add_bins(fine, scores, MEDIAN_BINS)
-        low += pc.sum(pc.less(scores, LOW_CONFIDENCE)).as_py() or 0
-        if len(scores):
-            k = min(THUMBNAILS, len(scores))
-            lowest = sorted(lowest + pc.take(scores, pc.select_k_unstable(scores, k, [("score", "ascending")]))
-                            .to_pylist())[:THUMBNAILS]
-        if "correct" in columns:
-            judged = table.filter(pc.is_valid(table["correct"]))
-            for row in judged.group_by("true_label").aggregate([("correct", "sum"), ([], "count_all")]).to_pylist():
-                tally = truths.setdefault(row["true_label"], [0, 0])
-                tally[0], tally[1] = tally[0] + (row["correct_sum"] or 0), tally[1] + row["count_all"]
-            wrong = judged.filter(pc.invert(judged["correct"])).select(["true_label", "label"])
-            for row in wrong.group_by(["true_label", "label"]).aggregate([([], "count_all")]).to_pylist():
-                confusions[(row["true_label"], row["label"])] += row["count_all"]
+    """Every figure on the page. Group counts are streamed (`_count_groups`: memory grows with the
+    number of classes); the classified rows' scores (4 bytes a row) are read whole for the exact median
+    and the histogram. Paths are read only for the rows shown."""
+    classified = pc.field(col.ERROR).is_null()
+    scores = dataset.to_table(columns=[col.SCORE], filter=classified, **_SCAN)[col.SCORE]
+    rows, ok = dataset.count_rows(), len(scores)
+    histogram = [0] * SCORE_BINS
+    for entry in pc.value_counts(_bins(scores, SCORE_BINS)).to_pylist():
+        histogram[entry["values"]] = entry["counts"]
+    labels = _count_groups(dataset, [col.LABEL], classified).filter(pc.field(col.LABEL).is_valid())
     stats = {
-        "rows": rows, "ok": ok, "errors": rows - ok, "classes_predicted": len(labels),
-        "top_classes": _most(labels, ["label"], TOP_CLASSES), "histogram": histogram, "low_confidence": low,
-        "median_score": _median(dataset, fine, ok),
-        "lowest": _lowest(dataset, max(lowest)) if lowest else [],
+        "rows": rows, "ok": ok, "errors": rows - ok, "classes_predicted": labels.num_rows,
+        "top_classes": _top(labels, [col.LABEL], TOP_CLASSES), "histogram": histogram,
+        "low_confidence": pc.sum(pc.less(scores, LOW_CONFIDENCE)).as_py() or 0,
+        "median_score": pc.quantile(scores, 0.5)[0].as_py() if ok else None,
+        "lowest": _lowest(dataset, pc.max(pc.take(scores, pc.select_k_unstable(
+            scores, min(THUMBNAILS, ok), [(col.SCORE, "ascending")]))).as_py()) if ok else [],
     }
-    kind_columns = ["error_kind"] if "error_kind" in dataset.schema.names else []
-    failed = dataset.to_table(columns=["path", "error", *kind_columns], filter=pc.field("error").is_valid(),
+    del scores
+    kind_columns = [col.ERROR_KIND] if col.ERROR_KIND in dataset.schema.names else []
+    failed = dataset.to_table(columns=[col.PATH, col.ERROR, *kind_columns], filter=pc.field(col.ERROR).is_valid(),
                               **_SCAN)
-    failed = pa.table({"kind": error_kinds(failed), "path": failed["path"]})
+    failed = pa.table({"kind": error_kinds(failed), col.PATH: failed[col.PATH]})
     stats["error_kinds"] = [
         {"kind": group["kind"], "count": group["count_all"],
-         "examples": failed.filter(pc.equal(failed["kind"], group["kind"]))["path"][:ERROR_EXAMPLES].to_pylist()}
+         "examples": failed.filter(pc.equal(failed["kind"], group["kind"]))[col.PATH][:ERROR_EXAMPLES].to_pylist()}
         for group in _counts(failed.select(["kind"]), ["kind"], TOP_ERROR_KINDS)]
     stats["error_kind_count"] = pc.count_distinct(failed["kind"]).as_py()
-    if "correct" in columns:
-        stats["judged"] = sum(judged for _, judged in truths.values())
-        stats["correct"] = sum(correct for correct, _ in truths.values())
-        ranked = sorted(truths.items(), key=lambda item: (-item[1][1], item[0] is None, item[0] or ""))
-        stats["per_class"] = [{"true_label": label, "correct_sum": correct, "count_all": judged}
-                              for label, (correct, judged) in ranked[:TRUE_CLASSES]]
-        stats["confusions"] = _most(confusions, ["true_label", "label"], TOP_CONFUSIONS)
+    if col.CORRECT in dataset.schema.names:
+        stats.update(_accuracy(_count_groups(dataset, [col.TRUE_LABEL, col.LABEL, col.CORRECT],
+                                             pc.field(col.CORRECT).is_valid())))
     return stats
 
 
-def _median(dataset: ds.Dataset, fine: list[int], count: int) -> float | None:
-    """The median score of the `count` classified rows (as pyarrow's quantile 0.5, linear), exactly:
-    `fine` (MEDIAN_BINS bins) locates the one or two middle ranks; a second scan keeps only the scores
-    in their bins."""
-    if not count:
-        return None
-    ranks = sorted({(count - 1) // 2, count // 2})
-    below, wanted = 0, {}
-    for index, in_bin in enumerate(fine):
-        for rank in ranks:
-            if rank not in wanted and below <= rank < below + in_bin:
-                wanted[rank] = (index, rank - below)
-        below += in_bin
-    keep = {index for index, _ in wanted.values()}
-    found: dict[int, list[float]] = {index: [] for index in keep}
-    for batch in dataset.to_batches(columns=["score"], filter=pc.field("error").is_null(), **_SCAN):
-        scores = batch["score"]
-        bins = _bins(scores, MEDIAN_BINS)
-        for index in keep:
-            found[index] += scores.filter(pc.equal(bins, index)).to_pylist()
-    values = [sorted(found[index])[offset] for index, offset in (wanted[rank] for rank in ranks)]
-    return sum(values) / len(values)
+def _accuracy(judged: pa.Table) -> dict:
+    """Accuracy figures from the judged rows' counts per (true label, label, correct)."""
+    hits = pc.if_else(judged[col.CORRECT], judged["count_all"], 0)
+    per_class = judged.append_column("hits", hits).group_by(col.TRUE_LABEL).aggregate(
+        [("hits", "sum"), ("count_all", "sum")]).rename_columns({"hits_sum": "correct_sum", "count_all_sum": "count_all"})
+    wrong = judged.filter(pc.invert(judged[col.CORRECT])).group_by([col.TRUE_LABEL, col.LABEL]).aggregate(
+        [("count_all", "sum")]).rename_columns({"count_all_sum": "count_all"})
+    return {"judged": pc.sum(judged["count_all"]).as_py() or 0, "correct": pc.sum(hits).as_py() or 0,
+            "per_class": _top(per_class, [col.TRUE_LABEL], TRUE_CLASSES),
+            "confusions": _top(wrong, [col.TRUE_LABEL, col.LABEL], TOP_CONFUSIONS)}
 
 
 def _lowest(dataset: ds.Dataset, cutoff: float) -> list[dict]:
     """The THUMBNAILS classified rows with the lowest score (ties by path): a second scan keeps only
     the rows at or below the THUMBNAILS-th lowest score."""
-    candidates = dataset.to_table(columns=["path", "label", "score"],
-                                  filter=pc.field("error").is_null() & (pc.field("score") <= cutoff), **_SCAN)
-    return candidates.sort_by([("score", "ascending"), ("path", "ascending")]).slice(0, THUMBNAILS).to_pylist()
+    candidates = dataset.to_table(columns=[col.PATH, col.LABEL, col.SCORE],
+                                  filter=pc.field(col.ERROR).is_null() & (pc.field(col.SCORE) <= cutoff), **_SCAN)
+    return candidates.sort_by([(col.SCORE, "ascending"), (col.PATH, "ascending")]).slice(0, THUMBNAILS).to_pylist()
 
 
 def _svg(figure: Figure) -> str:
