@@ -214,7 +214,7 @@ def _barh(names: list[str], values: list[float], color: str, xlabel: str, labels
 
 def chart_top_classes(stats: dict) -> str:
     top = stats["top_classes"]
-    return _barh([row["label"] for row in top], [row["count_all"] for row in top], COLORS["bar"],
+    return _barh([row[col.LABEL] for row in top], [row["count_all"] for row in top], COLORS["bar"],
                  "images", [f"{row['count_all']:,}" for row in top])
 
 
@@ -282,7 +282,7 @@ def chart_throughput(summary: dict, points: list[tuple[float, int]]) -> str:
 def chart_accuracy(stats: dict) -> str:
     per_class = stats["per_class"]
     values = [row["correct_sum"] / row["count_all"] for row in per_class]
-    return _barh([row["true_label"] for row in per_class], values, COLORS["ok"], "accuracy",
+    return _barh([row[col.TRUE_LABEL] for row in per_class], values, COLORS["ok"], "accuracy",
                  [f"{value:.0%} of {row['count_all']:,}" for value, row in zip(values, per_class)])
 
 
@@ -307,8 +307,8 @@ def thumbnails(output: Output, summary: dict, rows: list[dict]) -> list[str | No
     if not rows:
         return []
     source = resolve(summary["input"], output.s3)
-    paths = [f"{urlparse(row['path']).netloc}{urlparse(row['path']).path}" if source.scheme == "s3"
-             else urlparse(row["path"]).path for row in rows]
+    paths = [f"{urlparse(row[col.PATH]).netloc}{urlparse(row[col.PATH]).path}" if source.scheme == "s3"
+             else urlparse(row[col.PATH]).path for row in rows]
     try:
         found = read_many(source.filesystem, paths, THUMBNAIL_READ_TIMEOUT_S)
     except StorageUnavailable:  # the results are committed already: a page without pictures, not a failed job
@@ -393,7 +393,7 @@ def _throughput_section(summary: dict) -> str:
 
 def _accuracy_section(stats: dict, accuracy: float) -> str:
     confusions = "".join(
-        f"<tr><td>{_e(row['true_label'])}</td><td>{_e(row['label'])}</td><td class='num'>{row['count_all']:,}</td></tr>"
+        f"<tr><td>{_e(row[col.TRUE_LABEL])}</td><td>{_e(row[col.LABEL])}</td><td class='num'>{row['count_all']:,}</td></tr>"
         for row in stats["confusions"])
     body = chart_accuracy(stats) + (
         "<h3>Most frequent confusions</h3><table><tr><th>true class</th><th>predicted</th><th>images</th></tr>"
@@ -404,8 +404,8 @@ def _accuracy_section(stats: dict, accuracy: float) -> str:
 
 
 def _card(row: dict, uri: str | None) -> str:
-    image = f'<img src="{uri}" alt="{_e(row["label"])}">' if uri else '<div class="missing">not readable</div>'
-    caption = f'{_e(row["label"])} ({row["score"]:.3f})<br><small>{_e(row["path"])}</small>'
+    image = f'<img src="{uri}" alt="{_e(row[col.LABEL])}">' if uri else '<div class="missing">not readable</div>'
+    caption = f'{_e(row[col.LABEL])} ({row[col.SCORE]:.3f})<br><small>{_e(row[col.PATH])}</small>'
     return f"<figure>{image}<figcaption>{caption}</figcaption></figure>"
 
 
