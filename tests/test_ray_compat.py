@@ -44,7 +44,7 @@ def cpus_held(joined):
 
 
 def _list(unit: dict) -> dict:
-    """One listing task's block of PATHS paths (as source.input_dataset's tasks make them)."""
+    """One listing task's block of PATHS paths (as listing.listing_dataset's tasks make them)."""
     return {"path": [f"s3://in/{n}.jpg" for n in range(PATHS)]}
 
 
