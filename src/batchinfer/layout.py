@@ -51,6 +51,7 @@ class Output:
         return sorted(info.path for info in infos if info.type == pafs.FileType.File)
 
     def is_committed(self) -> bool:
+        """True once `_SUCCESS` is there: every part file is."""
         return file_info(self.location, self.location.join(SUCCESS), self.s3).type == pafs.FileType.File
 
     def staged_files(self) -> list[str]:
@@ -73,6 +74,7 @@ class Output:
             self.remove_staging()
 
     def remove_staging(self) -> None:
+        """Remove the staging area (every run's staged files and job.json)."""
         try:
             self.fs.delete_dir(self.staging_root)
         except FileNotFoundError:  # never created, or an object store that drops empty prefixes

@@ -67,6 +67,7 @@ SAMPLE_PAGES = 4          # listing pages check_input reads for the images' numb
 
 
 def is_image(path: str) -> bool:
+    """True for a path whose name ends in one of IMAGE_EXTENSIONS (any case)."""
     name = path.rsplit("/", 1)[-1]
     return "." in name and name[name.rindex("."):].lower() in IMAGE_EXTENSIONS
 
@@ -317,6 +318,7 @@ def skipped_counter() -> "ray.actor.ActorHandle":
 
 
 def count_skipped(skipped: "ray.actor.ActorHandle") -> int:
+    """The non-images a SkippedCounter was told of, over all units."""
     return ray.get(skipped.total.remote())
 
 

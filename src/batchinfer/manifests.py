@@ -27,6 +27,7 @@ MANIFEST_SUFFIXES = (".parquet", ".csv", ".txt", "manifest.json")
 
 
 def is_manifest(uri: str) -> bool:
+    """True when `--input` names a manifest (by its suffix) rather than a prefix to list."""
     return uri.lower().endswith(MANIFEST_SUFFIXES)
 
 
