@@ -12,6 +12,8 @@ import ray
 from batchinfer import driver_memory
 from batchinfer.pipeline import connect_ray
 
+pytestmark = pytest.mark.slow  # hundreds of blocks through real Ray Data: make test-slow
+
 BLOCKS = 300
 QUEUE_BLOCKS = 400
 

@@ -13,7 +13,7 @@ import pytest
 from tests.support import RAY_ENV
 
 REPO = Path(__file__).resolve().parents[2]
-pytestmark = pytest.mark.integration  # the benchmark process starts its own S3 server and Ray
+pytestmark = [pytest.mark.integration, pytest.mark.slow]  # its own S3 server and Ray; three stages: make test-slow
 COUNT = 50
 
 
