@@ -1,6 +1,7 @@
 """Bad values are rejected with a clear message; rendered values mean what they say."""
 from __future__ import annotations
 
+import json
 import re
 import shlex
 
@@ -398,3 +399,16 @@ def test_every_job_value_is_a_run_flag_the_cli_parses(render, tmp_path):
         assert flag in field_of_flag, f"job.{key}: `batchinfer run` has no {flag}"
         assert parsed[field_of_flag[flag]] == (value if key != "numWorkers" else (3, 3)), key
     assert "--resume" not in argv  # resume is dropped when overwrite is set: they contradict each other
+
+
+def test_a_removed_group_kept_as_null_in_a_release_validates_and_renders_nothing() -> None:
+    """`gpu: null` in a values file removes the chart's default group, and Helm stores that null in the
+    release: `helm upgrade --reuse-values` validates and renders the stored values with it (found on the
+    real cluster, tests/cluster/test_2_reruns.py). The schema takes null for a group; the templates skip it."""
+    import jsonschema
+
+    schema = json.loads((CHART_DIR / "values.schema.json").read_text())
+    values = yaml.safe_load((CHART_DIR / "values.yaml").read_text())
+    values["image"]["repository"] = "registry.example.com/batchinfer"
+    values["workerGroups"] = {"gpu": None, "cpu": {"replicas": 1}}
+    assert list(jsonschema.Draft7Validator(schema).iter_errors(values)) == []

@@ -22,9 +22,10 @@ from tests.cluster.conftest import NAMESPACE, ROOT, Cluster
 
 GITOPS = ROOT / "k8s" / "gitops"
 # The Application turns autoscaling on: its sidecar (250m) needs the head to give up as much on 2 CPUs.
+# Its worker group (`gpu`, on the CPU here) is the run's one worker: the kind values' `cpu` group goes.
 LOCAL = {"image": {"repository": "batchinfer", "tag": "0.1.0", "pullPolicy": "Never"},
          "job": {"input": "s3://batchinfer/images/", "output": "s3://batchinfer/nightly/"},
-         "head": {"cpu": "500m"}}
+         "head": {"cpu": "500m"}, "workerGroups": {"cpu": None}}
 
 
 def _yaml_docs(name: str) -> list[dict]:

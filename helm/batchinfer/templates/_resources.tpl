@@ -13,6 +13,7 @@ gpuResourceName.
 {{- define "batchinfer.workerGroups" -}}
 {{- $groups := list }}
 {{- range $name, $group := .Values.workerGroups }}
+{{- if kindIs "map" $group }}{{/* null: a removed group, kept as null in a release's values (--reuse-values) */}}
 {{- $g := deepCopy $.Values.workerDefaults }}
 {{- range $k, $v := $group }}{{ $_ := set $g $k $v }}{{ end }}
 {{- $_ := set $g "name" $name }}
@@ -27,6 +28,7 @@ gpuResourceName.
 {{- $_ := set $g "minReplicas" (ternary (int64 $group.minReplicas) $replicas (hasKey $group "minReplicas")) }}
 {{- $_ := set $g "maxReplicas" (ternary (int64 $group.maxReplicas) $replicas (hasKey $group "maxReplicas")) }}
 {{- $groups = append $groups $g }}
+{{- end }}
 {{- end }}
 {{- toJson $groups }}
 {{- end }}
