@@ -67,4 +67,5 @@ def test_kubectl_rerun_block(cluster: Cluster, seeded, tmp_path) -> None:
         started.append(cluster.wait_started(job["metadata"]["name"])["metadata"]["name"])
         cluster.sh(f"kubectl -n {NAMESPACE} delete rayjob {started[-1]} --wait")
     assert started[0].startswith("classify-batchinfer-") and started[1] == f"{PLAIN}-run-0002", started
-    cluster.sh(f"kubectl -n {NAMESPACE} delete serviceaccount,networkpolicy -l app.kubernetes.io/instance --wait", check=False)
+    cluster.sh(f"kubectl -n {NAMESPACE} delete serviceaccount,networkpolicy,poddisruptionbudget -l app.kubernetes.io/instance --wait",
+               check=False)

@@ -3,11 +3,23 @@ is deleted), and a changed S3 setting is a new run (a new RayJob name) with Helm
 
 from __future__ import annotations
 
-from tests.cluster.conftest import NAMESPACE, Cluster, uninstall
+import pytest
+
+from tests.cluster.conftest import CLUSTER_HOME, NAMESPACE, Cluster, uninstall
 
 LOCAL = "-f k8s/kind/values-cpu.yaml -f k8s/local/values.yaml --set s3.endpoint=\"$BATCHINFER_S3_ENDPOINT\""
 
 
+OPERATOR = (CLUSTER_HOME / "kuberay.version").read_text().strip() if (CLUSTER_HOME / "kuberay.version").exists() else ""
+
+
+# Seen on this cluster with operator v1.6.0 (the Go proxy refuses v1.7.0's module here): for a Running
+# RayJob whose submitter never ran, the reconcile ends in "Job ... does not exist on the cluster" as an
+# error, so controller-runtime requeues it with exponential backoff and the activeDeadlineSeconds check
+# comes minutes late (the job was still Running 10 min after a 360 s bound). v1.7.0 requeues it as
+# "not submitted yet" (rayjob_controller.go), which this test is written for.
+@pytest.mark.xfail(OPERATOR == "v1.6.0", reason="KubeRay v1.6.0 requeues a never-submitted Running job with "
+                   "error backoff, so the active deadline is enforced late", strict=False)
 def test_submitter_that_cannot_start_ends_by_its_bound(cluster: Cluster, seeded) -> None:
     """The submitter's placement changed but not the head's (issue #31's first trigger): its pod stays
     Pending, the RayJob is Running (KubeRay created the submitter Job) where preRunningDeadlineSeconds
