@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 from batchinfer.cli import print_summary
 from batchinfer.config import JobConfig, S3Options
 from batchinfer.pipeline import run_job
-from batchinfer.sink import META_SUFFIX, REPORT, SUMMARY
+from batchinfer.layout import META_SUFFIX, REPORT, SUMMARY
 from batchinfer.storage import s3_filesystem
 from devkit.samples import efficientnet_lite0_checkpoint, sample_images
 from devkit.seaweed import SeaweedServer
