@@ -15,7 +15,7 @@ import yaml
 from tests.support import BIN, LocalRayCluster
 
 from .conftest import VALUES_FILES, VALUES_IDS
-from .kuberay_rules import ray_pods
+from .kuberay_rules import check_name, ray_pods
 from .render import HelmError, REPO_ROOT, documents, rayjob_of, template
 from .schemas import pod_templates
 
@@ -169,17 +169,6 @@ def test_network_policy_options(render):
 
 # ---- the autoscaler's own ServiceAccount ----------------------------------------------------------
 
-def kuberay_check_name(name: str) -> str:
-    """The rule of KubeRay v1.7.0 utils.CheckName, applied to the head pod's ServiceAccount name
-    (common/pod.go DefaultHeadPodTemplate): names over 50 characters lose their head; a leading
-    digit or punctuation becomes 'r'."""
-    if len(name) > 50:
-        name = name[len(name) - 50:]
-    if name[0].isdigit() or not name[0].isalnum():
-        name = "r" + name[1:]
-    return name
-
-
 @pytest.mark.parametrize("sets", [(), ("fullnameOverride=" + "a" * 47,), ("serviceAccount.name=team-sa",)],
                          ids=["default", "longest-name", "own-job-sa"])
 def test_autoscaler_gets_its_own_service_account(render, sets):
@@ -194,7 +183,7 @@ def test_autoscaler_gets_its_own_service_account(render, sets):
     assert head_sa in accounts and job_sa in accounts
     # KubeRay sets the head pod's serviceAccountName to CheckName(name) and binds its Role to that
     # name: the chart's name must come out unchanged, or the pod would name a ServiceAccount nobody made.
-    assert kuberay_check_name(head_sa) == head_sa
+    assert check_name(head_sa) == head_sa  # KubeRay's rule for the head pod's ServiceAccount name
     # Only the head (autoscaler sidecar) mounts an API token.
     assert templates["head"]["spec"]["automountServiceAccountToken"] is True
     assert templates["worker:gpu"]["spec"]["automountServiceAccountToken"] is False
