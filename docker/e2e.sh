@@ -9,6 +9,8 @@
 #   base      debootstrap a Debian bookworm minbase (mirror from this machine's apt sources), docker import
 #   wheels    pip download the pinned wheels into .cache/wheelhouse (reused by later runs)
 #   build     docker/build.sh --offline --base-image <that base>
+#   prune     our own dockerd only: the images the build left untagged, and the build cache beyond
+#             E2E_BUILD_CACHE_KEEP (default 10GB; each rebuild adds ~7 GB that a later one never reuses)
 #   run       tests/container/test_image_e2e.py: render the chart, run head/worker/submitter, check
 # Everything started here (containers, dockerd and its containerd, the S3 server) is stopped on exit,
 # success or failure. Env knobs: E2E_IMAGE (tag), E2E_KEEP_IMAGE=0 (remove the image afterwards; only with our own dockerd),
@@ -174,6 +176,11 @@ phase dockerd ensure_dockerd
 phase base ensure_base
 phase wheels fill_wheels
 phase build build_image
+prune() {
+    docker image prune -f >/dev/null
+    docker builder prune -f --keep-storage "${E2E_BUILD_CACHE_KEEP:-10GB}" 2>/dev/null | tail -1
+}
+if [ -n "$OWN_DOCKERD_PID" ]; then phase prune prune; fi
 if [ -n "$SAVE_TO" ]; then
     save_image() { docker save "$IMAGE" > "$SAVE_TO"; }  # a redirection: `-o` would replace a pipe
     phase save save_image

@@ -16,7 +16,7 @@ from batchinfer.config import S3Options
 from devkit.samples import efficientnet_lite0_checkpoint, sample_images
 from batchinfer.models import ModelRequest
 from devkit.seaweed import SeaweedServer
-from tests.support import BIN, RAY_ENV, SECRET, LocalRayCluster, start_cluster
+from tests.support import BIN, RAY_ENV, SECRET, LocalRayCluster, moto_server, start_cluster
 
 pytest_plugins = ("pytester",)
 
@@ -83,6 +83,13 @@ def s3(tmp_path_factory) -> SeaweedServer:
 def s3_options(s3) -> S3Options:
     return S3Options(endpoint=s3.endpoint, region="us-east-1", access_key=s3.access_key,
                      secret_key=s3.secret_key)
+
+
+@pytest.fixture(scope="session")
+def moto_options() -> S3Options:
+    """moto's S3 server, shared by the session (each test makes its own buckets)."""
+    with moto_server() as options:
+        yield options
 
 
 @pytest.fixture(scope="session")

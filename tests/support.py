@@ -1,20 +1,26 @@
-"""Real parts for the tests: a local multi-node Ray cluster started with `ray start`, CLI runs, the
-photos the tests classify, and polling for a condition."""
+"""Real parts for the tests: a local multi-node Ray cluster started with `ray start`, moto's S3 server,
+an HTTP proxy in front of an S3 server that changes what passes, CLI runs, the photos the tests classify,
+and polling for a condition."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TypeVar
 
 import ray
 
+from batchinfer.config import S3Options
 from devkit.seaweed import free_ports
 
 BIN = Path(sys.executable).parent
@@ -52,6 +58,90 @@ def wait_until(condition: Callable[[], T], timeout_s: float, what: str,
         if time.monotonic() >= deadline:
             raise GaveUp(f"no {what} within {timeout_s:.0f} s")
         time.sleep(interval_s)
+
+
+@contextmanager
+def moto_server() -> Iterator[S3Options]:
+    """moto's S3 server in this process (any key and secret are accepted; region us-east-1)."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield S3Options(endpoint=f"http://{host}:{port}", region="us-east-1", access_key="moto", secret_key="moto")
+    finally:
+        server.stop()
+
+
+class S3Forwarder(BaseHTTPRequestHandler):
+    """Forwards each request to `upstream` with its headers as sent (so signatures hold), less `dropped`;
+    `refusal` may answer a request itself instead. Subclasses change what passes; `seen` records every
+    request's (method, path, lower-cased headers)."""
+
+    protocol_version = "HTTP/1.1"
+    upstream: tuple[str, int]
+    seen: list[tuple[str, str, dict[str, str]]]
+    dropped: frozenset[str] = frozenset()
+
+    def refusal(self, headers: dict[str, str]) -> tuple[int, bytes] | None:
+        """(status, XML body) to answer instead of the upstream, or None to forward."""
+        return None
+
+    def forward(self) -> None:
+        headers = {name.lower(): value for name, value in self.headers.items()}
+        self.seen.append((self.command, self.path, headers))
+        refused = self.refusal(headers)
+        if refused is not None:
+            status, body = refused
+            self.send_response(status)
+            self.send_header("Content-Type", "application/xml")
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(body)
+            self.close_connection = True
+            return
+        body = self.rfile.read(int(headers.get("content-length") or 0))
+        connection = http.client.HTTPConnection(*self.upstream, timeout=30)
+        connection.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
+        for name, value in self.headers.items():
+            if name.lower() not in self.dropped:
+                connection.putheader(name, value)
+        connection.endheaders(body)
+        answer = connection.getresponse()
+        data = answer.read()
+        self.send_response(answer.status)
+        for name, value in answer.getheaders():
+            if name.lower() not in ("date", "server", "connection", "transfer-encoding", "content-length"):
+                self.send_header(name, value)
+        # a HEAD answer's length is the object's, which pyarrow reads as its size
+        self.send_header("Content-Length", answer.getheader("Content-Length", "0") if self.command == "HEAD"
+                         else str(len(data)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+
+    do_GET = do_PUT = do_HEAD = do_DELETE = do_POST = forward
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@contextmanager
+def forwarding(upstream: S3Options, handler: type[S3Forwarder],
+               seen: list[tuple[str, str, dict[str, str]]] | None = None) -> Iterator[S3Options]:
+    """`upstream`'s options with the endpoint moved to a local proxy that serves `handler`."""
+    host, port = upstream.endpoint.removeprefix("http://").split(":")
+    bound = type(handler.__name__, (handler,), {"upstream": (host, int(port)), "seen": [] if seen is None else seen})
+    proxy = ThreadingHTTPServer(("127.0.0.1", 0), bound)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    try:
+        yield S3Options(endpoint=f"http://127.0.0.1:{proxy.server_port}", region=upstream.region,
+                        access_key=upstream.access_key, secret_key=upstream.secret_key)
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
 
 
 def free_port() -> int:

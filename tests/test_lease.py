@@ -5,13 +5,11 @@ tests/reliability/test_writers.py. The local filesystem's lease: tests/unit/test
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -19,17 +17,7 @@ from batchinfer.config import S3Options, UserError
 from batchinfer.lease import LEASE, LEASE_TTL_S, Lease, LeaseHeld, LeaseLost, acquire, lease_store
 from batchinfer.layout import Output
 from batchinfer.storage import resolve
-
-
-@pytest.fixture(scope="module")
-def moto_options():
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield S3Options(endpoint=f"http://{host}:{port}", region="us-east-1", access_key="moto", secret_key="moto")
-    server.stop()
+from tests.support import S3Forwarder, forwarding
 
 
 @pytest.fixture(params=["seaweedfs", "moto", "local"])
@@ -141,44 +129,16 @@ def test_bucket_root_output_is_refused() -> None:
         Output(resolve("s3://bucket/", S3Options()), S3Options())
 
 
-class DropConditions(BaseHTTPRequestHandler):
-    """Forwards every request to `upstream` without If-None-Match / If-Match: an S3 server that ignores them."""
+class DropConditions(S3Forwarder):
+    """Forwards every request without If-None-Match / If-Match: an S3 server that ignores them."""
 
-    upstream: tuple[str, int]
-    dropped = {"if-none-match", "if-match", "host"}
-    protocol_version = "HTTP/1.1"
-
-    def forward(self) -> None:
-        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        connection = http.client.HTTPConnection(*self.upstream, timeout=30)
-        connection.request(self.command, self.path, body=body,
-                           headers={k: v for k, v in self.headers.items() if k.lower() not in self.dropped})
-        answer = connection.getresponse()
-        data = answer.read()
-        self.send_response(answer.status)
-        for key, value in answer.getheaders():
-            if key.lower() not in ("date", "server", "connection", "transfer-encoding", "content-length"):
-                self.send_header(key, value)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(data)
-
-    do_GET = do_PUT = do_HEAD = do_DELETE = do_POST = forward
-
-    def log_message(self, *args: object) -> None:
-        pass
+    dropped = frozenset({"if-none-match", "if-match"})
 
 
 @pytest.fixture(scope="module")
 def ignoring_options(moto_options):
-    host, port = moto_options.endpoint.removeprefix("http://").split(":")
-    handler = type("ToMoto", (DropConditions,), {"upstream": (host, int(port))})
-    proxy = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=proxy.serve_forever, daemon=True).start()
-    yield S3Options(endpoint=f"http://127.0.0.1:{proxy.server_port}", region="us-east-1", access_key="moto",
-                    secret_key="moto")
-    proxy.shutdown()
+    with forwarding(moto_options, DropConditions) as options:
+        yield options
 
 
 def test_verified_fallback_where_conditions_are_ignored(ignoring_options) -> None:

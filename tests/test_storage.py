@@ -14,14 +14,13 @@ import socket
 import threading
 from dataclasses import replace
 
-import boto3
 import pyarrow.fs as pafs
 import pytest
-from moto.server import ThreadedMotoServer
 
 from batchinfer.config import S3Options, UserError
 from batchinfer.listing import S3Lister
-from batchinfer.storage import arrow_can_address, check_bucket, explain, read_bytes, read_many, resolve, s3_filesystem
+from batchinfer.storage import (arrow_can_address, check_bucket, explain, read_bytes, read_many, resolve, s3_client,
+                                 s3_filesystem)
 from batchinfer.storage_errors import AccessDenied, BucketMissing, ObjectMissing, StoreUnreachable, is_transient
 from tests.support import RAY_ENV, run_cli
 
@@ -79,20 +78,13 @@ def test_silent_endpoint_is_one_line_exit_2(silent_endpoint) -> None:
 
 
 @pytest.fixture(scope="module")
-def moto_store():
+def moto_store(moto_options: S3Options) -> S3Options:
     """moto's S3 server with a bucket of odd keys (each object holds its own key) and a plain one."""
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    options = S3Options(endpoint=f"http://{host}:{port}", region="us-east-1", access_key="moto",
-                        secret_key="moto")
-    client = boto3.client("s3", endpoint_url=options.endpoint, region_name="us-east-1",
-                          aws_access_key_id="moto", aws_secret_access_key="moto")
+    client = s3_client(moto_options)
     client.create_bucket(Bucket=BUCKET)
     for key in [*ODD_KEYS, "in/plain.jpg"]:
         client.put_object(Bucket=BUCKET, Key=key, Body=key.encode())
-    yield options
-    server.stop()
+    return moto_options
 
 
 def test_odd_keys_are_listed_and_read_verbatim(moto_store) -> None:
