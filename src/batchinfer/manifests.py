@@ -1,13 +1,16 @@
 """The manifest datasource: `--input` ending in `.parquet`, `.csv`, `.txt` or `manifest.json` names a
 table of objects (a list of URIs, or an S3 Inventory report) instead of a prefix to list. The driver
 reads its schema and first rows (`manifest_head`: wrong columns or values are one-line UserErrors);
-Ray Data's readers read the rest (`manifest_dataset`), and each batch becomes the rows a listing
-gives (`path`, and `key` with --key-column).
+light Ray tasks read the rest with pyarrow (`manifest_dataset`), and each batch becomes the rows a
+listing gives (`path`, and `key` with --key-column).
 """
 
 from __future__ import annotations
 
+import io
+import itertools
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
 from urllib.parse import unquote_plus, urlparse
@@ -183,22 +186,54 @@ def _truthy(value: object, default: bool) -> bool:
     return value is True or str(value).lower() == "true"
 
 
+MANIFEST_BATCH_ROWS = 65536  # rows a manifest-read task hands on at a time
+
+
+def _manifest_chunks(path: str, head: ManifestHead, filesystem: pafs.FileSystem) -> Iterator[pa.Table]:
+    """A manifest data file's rows, MANIFEST_BATCH_ROWS at a time, read with pyarrow (a .gz file is
+    decompressed by its name)."""
+    if head.format in ("inventory-parquet", "parquet"):
+        with filesystem.open_input_file(path) as file:
+            for batch in pq.ParquetFile(file).iter_batches(MANIFEST_BATCH_ROWS):
+                yield pa.Table.from_batches([batch])
+        return
+    with filesystem.open_input_stream(path, compression="detect") as stream:
+        if head.format == "text":
+            lines = io.TextIOWrapper(stream, encoding="utf-8", errors="replace")
+            while chunk := list(itertools.islice(lines, MANIFEST_BATCH_ROWS)):
+                yield pa.table({"text": pa.array(chunk, pa.string())})
+            return
+        if head.format == "inventory-csv":
+            options = {"read_options": pacsv.ReadOptions(column_names=head.inventory_columns,
+                                                         block_size=MANIFEST_BATCH_ROWS * 128),
+                       "convert_options": pacsv.ConvertOptions(
+                           column_types={name: pa.string() for name in head.inventory_columns})}
+        else:
+            options = {"read_options": pacsv.ReadOptions(block_size=MANIFEST_BATCH_ROWS * 128),
+                       "convert_options": pacsv.ConvertOptions(column_types={
+                           name: pa.string() for name in filter(None, (head.path_column, head.key_column))})}
+        for batch in pacsv.open_csv(stream, **options):
+            yield pa.Table.from_batches([batch])
+
+
+def _read_manifest_files(files: pa.Table, *, head: ManifestHead, filesystem: pafs.FileSystem,
+                         exclude_prefixes: list[str], skipped: "ray.actor.ActorHandle | None") -> Iterator[pa.Table]:
+    """A read task: the rows of its manifest data files, as a listing gives them."""
+    for path in files["file"].to_pylist():
+        for chunk in _manifest_chunks(path, head, filesystem):
+            yield _normalize_manifest(chunk, head=head, exclude_prefixes=exclude_prefixes, skipped=skipped)
+
+
 def manifest_dataset(config: JobConfig, source: Location, exclude_prefixes: list[str],
                      skipped: "ray.actor.ActorHandle | None" = None) -> ray.data.Dataset:
-    """The objects a manifest lists, read with Ray Data's readers (read_parquet / read_csv / read_text)."""
+    """The objects a manifest lists: one read task per data file, streaming its rows with pyarrow.
+
+    The tasks ask for LIST_TASK_CPUS, as listing tasks do: they only wait on the store. (Ray Data's
+    readers ask for 1 CPU, and read_parquet lists its files in a 1-CPU task of its own, with no public
+    setting to change it: on a CPU node whose cores the inference actor holds, neither would start and
+    the job would wait forever.)"""
     head = manifest_head(config, source)
-    filesystem = source.filesystem
-    if head.format == "inventory-csv":
-        dataset = ray.data.read_csv(head.files, filesystem=filesystem,
-                                    read_options=pacsv.ReadOptions(column_names=head.inventory_columns),
-                                    convert_options=pacsv.ConvertOptions(
-                                        column_types={name: pa.string() for name in head.inventory_columns}))
-    elif head.format in ("inventory-parquet", "parquet"):
-        dataset = ray.data.read_parquet(head.files, filesystem=filesystem)
-    elif head.format == "csv":
-        dataset = ray.data.read_csv(head.files, filesystem=filesystem, convert_options=pacsv.ConvertOptions(
-            column_types={name: pa.string() for name in filter(None, (head.path_column, head.key_column))}))
-    else:
-        dataset = ray.data.read_text(head.files, filesystem=filesystem)
-    return dataset.map_batches(partial(_normalize_manifest, head=head, exclude_prefixes=exclude_prefixes,
-                                       skipped=skipped), batch_format="pyarrow", num_cpus=LIST_TASK_CPUS)
+    files = ray.data.from_items([{"file": path} for path in head.files], override_num_blocks=len(head.files))
+    return files.map_batches(partial(_read_manifest_files, head=head, filesystem=source.filesystem,
+                                     exclude_prefixes=exclude_prefixes, skipped=skipped),
+                             batch_size=1, batch_format="pyarrow", num_cpus=LIST_TASK_CPUS)
