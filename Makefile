@@ -9,7 +9,7 @@ IMAGE ?= batchinfer:0.1.0
 IMAGE_CPU ?= batchinfer:0.1.0-cpu
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: help venv demo test test-unit test-slow chart-test chart-render bench bench-scale image image-cpu image-e2e kind-up kind-e2e kind-down cluster-build cluster-up cluster-e2e cluster-down cluster-env lock
+.PHONY: help venv demo test test-unit test-slow chart-test chart-render bench bench-scale bench-profile image image-cpu image-e2e kind-up kind-e2e kind-down cluster-build cluster-up cluster-e2e cluster-down cluster-env lock
 
 help:
 	@echo "make demo        run the job on the embedded default (local S3 server, local Ray, sample photos)"
@@ -20,6 +20,7 @@ help:
 	@echo "make chart-test  helm lint/template + schema checks of the chart and k8s/ manifests"
 	@echo "make bench       benchmark: pipeline vs model-only ceiling vs naive baseline"
 	@echo "make bench-scale scale stage: N tiny objects (SCALE_COUNTS=10000,100000,1000000), job vs read_images"
+	@echo "make bench-profile  where the CPU goes per image (by process: listing, decode, actor, write, Ray's own), job vs read_images at PROFILE_COUNT=100000"
 	@echo "make image       build the GPU image;  make image-cpu  the CPU (kind) variant"
 	@echo "make image-e2e   build the image and run head/worker/submitter containers against local S3"
 	@echo "make kind-up / kind-e2e / kind-down   local Kubernetes (kind) end to end"
@@ -58,6 +59,10 @@ bench: $(STAMP)
 SCALE_COUNTS ?= 10000,100000,1000000
 bench-scale: $(STAMP)
 	$(BIN)/python -m bench.scale --counts $(SCALE_COUNTS) $(BENCH_ARGS)
+
+PROFILE_COUNT ?= 100000
+bench-profile: $(STAMP)
+	$(BIN)/python -m bench.scale --counts $(PROFILE_COUNT) --label profile $(BENCH_ARGS)
 
 lock: $(STAMP)
 	$(BIN)/python -m devkit.lock $(LOCK_ARGS)

@@ -45,6 +45,20 @@ def _title(pid: int) -> str:
     return title.split("(")[0] if title.startswith("ray::") else Path(title).name
 
 
+def _stage(pid: int) -> str:
+    """What a process is doing, for the CPU profile: Ray's whole title less a method name
+    (`ray::MapBatches(Preprocessor)`, `ray::MapWorker(MapBatches(Predictor))`, `ray::IDLE`), or the
+    program's name (raylet, gcs_server, python for the driver)."""
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+    except OSError:
+        return ""
+    title = command.split(" ")[0]
+    if not title.startswith("ray::"):
+        return Path(title).name
+    return re.sub(r"\.[A-Za-z_]\w*(\(\))?$", "", title)  # ray::_StatsActor.update_metrics -> ray::_StatsActor
+
+
 def _memory_kib(pid: int) -> tuple[int, int]:
     """(RSS, PSS) of one process in KiB; PSS shares object-store pages fairly between processes."""
     values = {}
@@ -93,6 +107,7 @@ class ProcessSampler:
         self._started = time.monotonic()
         self._cpu_start: dict[int, float] = {}
         self._cpu_last: dict[int, float] = {}
+        self.cpu_s_by_stage: dict[str, float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -112,6 +127,10 @@ class ProcessSampler:
             by_title[title] = by_title.get(title, 0) + process_pss
             cpu = _cpu_s(pid)
             self._cpu_start.setdefault(pid, 0.0 if self._thread.is_alive() else cpu)  # new since start: all of it
+            used = cpu - self._cpu_last.get(pid, self._cpu_start[pid])
+            if used > 0:
+                stage = _stage(pid) or "?"
+                self.cpu_s_by_stage[stage] = self.cpu_s_by_stage.get(stage, 0.0) + used
             self._cpu_last[pid] = max(cpu, self._cpu_last.get(pid, 0.0))
             pending.extend(_children(pid))
         self.timeline.append((time.monotonic() - self._started, pss, driver_rss))
@@ -160,7 +179,9 @@ class ProcessSampler:
                 "cpu_s": round(self.cpu_s(), 2), "driver_peak_rss_mib": round(self.driver_peak_rss_kib / 1024, 1),
                 "driver_cpu_s": round(self.driver_cpu_s(), 2), "peak_pss_mib_by_quarter": self.peaks_by_part(1, 4),
                 "driver_peak_rss_mib_by_tenth": self.peaks_by_part(2, 10),
-                "peak_pss_mib_by_process": {title or "?": round(kib / 1024, 1) for title, kib in by_title}}
+                "peak_pss_mib_by_process": {title or "?": round(kib / 1024, 1) for title, kib in by_title},
+                "cpu_s_by_process": {stage: round(cpu, 3) for stage, cpu in
+                                     sorted(self.cpu_s_by_stage.items(), key=lambda item: -item[1])}}
 
 
 class OutputWatcher:

@@ -130,7 +130,28 @@ def scale_stage_table(results: dict, source: str = "") -> str:
                   f"largest / smallest N {_fmt(target['first_output_largest_over_smallest'], 2)} (target ≤ 2); "
                   f"whole-run images/s largest / previous N "
                   f"{_fmt(target['images_per_s_largest_over_previous'], 2)} (target ≥ 1)."]
-    return "\n".join(lines)
+    return "\n".join(lines + profile_table(results))
+
+
+def profile_table(results: dict, shown: int = 12) -> list[str]:
+    """The CPU profile of each stage at each N: CPU-ms per image by what each process was doing
+    (the `shown` largest, the rest summed), against the whole tree's."""
+    lines = []
+    for run in sorted(results["runs"], key=lambda run: run["count"]):
+        for stage in ("job", "read_images"):
+            profile = run.get(stage, {}).get("tree_cpu_ms_per_image_by_process")
+            if not profile:
+                continue
+            rows = sorted(profile.items(), key=lambda item: -item[1])
+            rest = sum(ms for _, ms in rows[shown:])
+            lines += ["", f"CPU profile, {stage} at N = {run['count']:,}: CPU-ms per image by process "
+                      f"(tree {_fmt(run[stage]['tree_cpu_s_per_1k'], 2)})", "",
+                      "| process | CPU-ms / image | share |", "|---|---:|---:|"]
+            total = sum(profile.values()) or 1.0
+            lines += [f"| `{name}` | {ms:.3f} | {100 * ms / total:.0f} % |" for name, ms in rows[:shown]]
+            if rest:
+                lines.append(f"| {len(rows) - shown} others | {rest:.3f} | {100 * rest / total:.0f} % |")
+    return lines
 
 
 def render(results: dict, source: str) -> str:

@@ -55,3 +55,28 @@ def test_driver_rss_by_part_follows_this_process(holder) -> None:
     own_pss_mib = _memory_kib(os.getpid())[1] / 1024
     assert sampler.peaks_by_part(1, 2)[1] >= own_pss_mib + HELD_MIB / 2
     del kept
+
+
+BURNER = ("import sys, time; print('ready', flush=True); sys.stdin.readline(); end = time.process_time() + 0.5\n"
+          "while time.process_time() < end: pass\nprint('done', flush=True); sys.stdin.read()")
+
+
+def test_cpu_profile_names_what_each_process_did() -> None:
+    """A child titled as Ray titles a worker running a method (argv[0]) burns 0.5 CPU-s between two
+    samples: the profile puts them under that title less the method, and sums to the tree's CPU."""
+    process = subprocess.Popen(["ray::MapBatches(Burn).run", "-c", BURNER], executable=sys.executable,
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout.readline() == "ready\n"
+        sampler = ProcessSampler(roots=(process.pid,))
+        sampler.sample()
+        process.stdin.write("go\n")
+        process.stdin.flush()
+        assert process.stdout.readline() == "done\n"
+        sampler.sample()
+    finally:
+        process.stdin.close()
+        process.wait(timeout=30)
+    profile = sampler.peak()["cpu_s_by_process"]
+    assert list(profile) == ["ray::MapBatches(Burn)"] and profile["ray::MapBatches(Burn)"] >= 0.45
+    assert sum(profile.values()) == pytest.approx(sampler.cpu_s(), abs=0.01)
