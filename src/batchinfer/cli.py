@@ -9,7 +9,7 @@ import sys
 import traceback
 from typing import Any, Callable, NoReturn, Sequence
 
-from batchinfer.config import Flag, JobConfig, S3Options, UserError, flag_fields
+from batchinfer.config import Flag, JobConfig, S3Options, Stalled, UserError, flag_fields
 from batchinfer.lease import LeaseLost
 
 EXIT_USER_ERROR = 2
@@ -169,6 +169,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as exc:
         print(f"batchinfer: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except Stalled as exc:  # the message says what the stuck stage waits for: no traceback
+        print(f"batchinfer: error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
     except LeaseLost as exc:  # another run owns the output now: nothing to debug here
         print(f"batchinfer: job failed: {exc}", file=sys.stderr)
         return EXIT_FAILURE

@@ -24,6 +24,11 @@ class UserError(Exception):
     """A mistake the user can fix. The CLI prints it as one line and exits with status 2."""
 
 
+class Stalled(Exception):
+    """The pipeline made no progress for --stall-timeout (stalls.py). The CLI prints it as one line and
+    exits with status 1."""
+
+
 def positive_int(text: str) -> int:
     """A whole number of at least 1. Raises ValueError saying what is wrong."""
     try:
@@ -196,6 +201,10 @@ class JobConfig:
         "--node-wait", "on a Ray cluster that has no GPU (or, with --device cpu, no worker CPU) yet, how "
         "long to wait for its autoscaler to add a node before failing; a GPU node from zero can take "
         "many minutes", COMPUTE, 600.0, parse=positive_float, metavar="SECONDS")
+    stall_timeout_s: float = flag(
+        "--stall-timeout", "end the run (exit 1, one line naming the stuck stage and what it waits for) when "
+        "no stage made progress for this long; it must cover a model's first load on a GPU node",
+        COMPUTE, 600.0, parse=positive_float, metavar="SECONDS")
 
     storage_timeout_s: float = flag(
         "--storage-timeout", "how long the object store may stay unreachable (counted from a call's first "
@@ -230,6 +239,8 @@ class JobConfig:
             (self.max_image_pixels >= 1,
              f"--max-image-pixels must be at least 1 (got {self.max_image_pixels})"),
             (self.node_wait_s > 0, f"--node-wait must be greater than 0 seconds (got {self.node_wait_s:g})"),
+            (self.stall_timeout_s > 0,
+             f"--stall-timeout must be greater than 0 seconds (got {self.stall_timeout_s:g})"),
             (self.wait_for_lease_s >= 0,
              f"--wait-for-lease must be 0 or more seconds (got {self.wait_for_lease_s:g})"),
         ]

@@ -25,8 +25,10 @@ from batchinfer.report import write_report
 from batchinfer.commit_tasks import commit_output, exclude_finished
 from batchinfer.identity import JobIdentity, check_output, prepare_output
 from batchinfer.layout import Output
-from batchinfer.listing import count_skipped, skipped_counter
+from batchinfer.listing import LIST_TASK_CPUS, count_skipped, skipped_counter
+from batchinfer.manifests import is_manifest
 from batchinfer.source import check_input, input_dataset
+from batchinfer.stalls import Stage, plan_problem, stall_watchdog
 from batchinfer.staging import StagingDatasink, WriteRecord
 from batchinfer.storage import Location, check_bucket, resolve, retry_storage
 
@@ -140,6 +142,28 @@ def place_inference(config: JobConfig, device: str, cluster_gpus: float, node_cp
                      threads=max(1, math.ceil(cpus)), write_cpus=CPU_WRITE_TASK)
 
 
+def pipeline_stages(config: JobConfig, resources: Resources) -> list[Stage]:
+    """The pipeline's stages, upstream first, with what one task (or inference actor) asks for and the
+    part of Ray Data's task and actor names that tells them apart (stalls.py)."""
+    return [Stage("manifest read" if is_manifest(config.input_uri) else "listing", None, LIST_TASK_CPUS),
+            Stage("decode", "Preprocessor", resources.decode_cpus),
+            Stage("inference", "Predictor", resources.cpus_per_actor, resources.gpus_per_actor, resources.min_actors),
+            Stage("write", "Write", resources.write_cpus)]
+
+
+def check_plan(config: JobConfig, resources: Resources) -> None:
+    """Before heavy work: every stage must run beside the inference actors on the cluster's nodes
+    (stalls.plan_problem). A UserError on a local Ray; on a joined cluster, whose autoscaler may add
+    nodes, a warning line (the stall watchdog bounds the wait)."""
+    nodes = [{"CPU": node["Resources"].get("CPU", 0), "GPU": node["Resources"].get("GPU", 0)}
+             for node in ray.nodes() if node.get("Alive")]
+    problem = plan_problem(pipeline_stages(config, resources), nodes)
+    if problem and not os.environ.get("RAY_ADDRESS"):
+        raise UserError(problem)
+    if problem:
+        print(f"batchinfer: warning: {problem}; waiting for the autoscaler to add room", file=sys.stderr, flush=True)
+
+
 def plan_resources(config: JobConfig) -> Resources:
     """Place inference on the connected Ray cluster: reads its resources, waits for a GPU node when
     the device is CUDA (for a worker with CPUs on a joined cluster that has none yet, e.g. a worker
@@ -215,7 +239,8 @@ def run_job(config: JobConfig) -> JobResult:
         ready = preflight(config, source, output, started_at, clock)
         if ready is None:
             return JobResult(JobStatus.ALREADY_COMPLETE, config.output_uri)
-        execution = execute(config, ready, lease.run_id)
+        with stall_watchdog(config.stall_timeout_s, pipeline_stages(config, ready.resources)):
+            execution = execute(config, ready, lease.run_id)
         summary = commit(config, ready, execution, lease)
         return JobResult(JobStatus.COMMITTED, config.output_uri, summary)
 
@@ -232,6 +257,7 @@ def preflight(config: JobConfig, source: Location, output: Output, started_at: d
     transform = load_model(request).transform  # model, weight and category mistakes surface here
     connect_ray()
     resources = plan_resources(config)
+    check_plan(config, resources)
     if not retry_storage(lambda: prepare_output(output, config.resume, identity),
                          f"prepare {config.output_uri}", config.storage_timeout_s):
         return None
@@ -242,14 +268,18 @@ def preflight(config: JobConfig, source: Location, output: Output, started_at: d
 def execute(config: JobConfig, ready: Preflight, run_id: str) -> Execution:
     """Classify the inputs without a staged result into this run's staging area. On --resume the
     inputs are materialized in Ray's object store (the commit checks them too) and finished ones are
-    excluded with a distributed anti-join."""
+    excluded with a distributed anti-join, also materialized (Ray Data's no-progress check, which
+    --stall-timeout sets and stalls.stall_watchdog reports, skips an execution that holds a join)."""
     skipped = skipped_counter()  # non-images the listing tasks pass over
     inputs, resumed_inputs = input_dataset(config, ready.source, ready.exclude, skipped), None
+    inputs.context.execution_no_progress_timeout_s = config.stall_timeout_s  # the datasets below copy it
     if config.resume:
         resumed_inputs = inputs.materialize()
         inputs, found = retry_storage(lambda: exclude_finished(ready.output, resumed_inputs),
                                       f"read the staged results of {config.output_uri}", config.storage_timeout_s)
-        if not found:
+        if found:
+            inputs = inputs.materialize()
+        else:
             resumed_inputs = None  # nothing staged earlier: every input is this run's, in its record
     clock = time.monotonic()
     staging = StagingDatasink(f"{ready.output.staging_root}/{run_id}", ready.output.fs, config.rows_per_file, run_id,

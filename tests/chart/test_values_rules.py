@@ -384,7 +384,8 @@ def test_every_job_value_is_a_run_flag_the_cli_parses(render, tmp_path):
     changed = {"input": "s3://in/photos/", "output": "s3://out/preds/", "model": "resnet18",
                "weights": "s3://models/ckpt.pth", "categories": "s3://models/labels.txt", "batchSize": 64,
                "device": "cpu", "numWorkers": 3, "numGpusPerWorker": 0.5, "topK": 3,
-               "labelFromPath": "^(\\w+) it's/", "limit": 2000000, "overwrite": True, "nodeWait": 2400}
+               "labelFromPath": "^(\\w+) it's/", "limit": 2000000, "overwrite": True, "nodeWait": 2400,
+               "stallTimeout": 900}
     values = yaml.safe_load((CHART_DIR / "values.yaml").read_text())["job"]
     assert set(values) - CHART_ONLY_JOB_VALUES == set(changed) | {"resume"}, "a new job value: add it here"
     values_file = tmp_path / "every-flag.yaml"

@@ -26,6 +26,7 @@ def one_line(stderr: str) -> str:
     ([*RUN, "--num-workers", "lots"], ["--num-workers", "expected N or MIN-MAX"]),
     ([*RUN, "--num-workers", "0"], ["--num-workers", "expected 1 <= MIN <= MAX, got '0'"]),
     ([*RUN, "--storage-timeout", "0"], ["--storage-timeout", "must be greater than 0, got 0"]),
+    ([*RUN, "--stall-timeout", "-1"], ["--stall-timeout", "must be greater than 0, got -1"]),
     ([*RUN, "--num-gpus-per-worker", "-1"], ["--num-gpus-per-worker", "must be greater than 0"]),
     ([*RUN, "--wait-for-lease", "soon"], ["--wait-for-lease", "expected a number, got 'soon'"]),
     ([*RUN, "--no-such-flag"], ["unrecognized arguments: --no-such-flag"]),

@@ -77,6 +77,7 @@ def test_defaults_are_valid() -> None:
     ({"storage_timeout_s": 0}, "--storage-timeout must be greater than 0 seconds (got 0)"),
     ({"max_image_pixels": 0}, "--max-image-pixels must be at least 1 (got 0)"),
     ({"wait_for_lease_s": -1}, "--wait-for-lease must be 0 or more seconds (got -1)"),
+    ({"stall_timeout_s": 0}, "--stall-timeout must be greater than 0 seconds (got 0)"),
 ])
 def test_each_bad_value_is_one_line_naming_the_flag(changes, flag) -> None:
     with pytest.raises(UserError) as refused:
