@@ -19,7 +19,7 @@ from batchinfer.pipeline import connect_ray
 from batchinfer.storage import resolve, s3_filesystem
 from tests.support import RAY_ENV, run_cli
 
-STALL_TIMEOUT_S = 15
+STALL_TIMEOUT_S = 10
 OUTPUT = "s3://samples/out/stalled/"
 
 

@@ -11,8 +11,9 @@ operator's outputs taken and queued blocks at the end of every scheduling step a
 Ray 2.60; `pipeline.execute` sets it to --stall-timeout): a few integers per step, nothing per image or
 per batch. What the stuck stage waits for is read while it waits, since Ray Data stops the actors
 before the error reaches us: a sampler thread records every `sample_interval` (at most SAMPLE_S) the
-cluster's free resources (`ray.available_resources`) and this job's tasks and actors that wait for a
-node or run (`ray.util.state`); the newest record taken well before the error explains the stall
+cluster's free resources (`ray.available_resources`) and this job's tasks that wait for a node or run
+(`ray.util.state`; an actor is its creation task: waiting for a node, or running its constructor,
+which loads the model); the newest record taken well before the error explains the stall
 (`explain`), as one line (`Stalled`, exit 1).
 """
 
@@ -28,15 +29,15 @@ from dataclasses import dataclass
 
 import ray
 from ray.data.exceptions import ExecutionTimeoutError
-from ray.util.state import list_actors, list_tasks
+from ray.util.state import list_tasks
 
 from batchinfer.config import Stalled
 
 SAMPLE_S = 30.0          # at most this long between two samples of what the pipeline waits for
 STATE_TIMEOUT_S = 10.0   # one ray.util.state query
 STATE_LIMIT = 1000       # tasks or actors a sample reads, at most
-WAITING_TASK = "PENDING_NODE_ASSIGNMENT"  # a task Ray has not found a node (resources) for
-WAITING_ACTOR = "PENDING_CREATION"        # an actor Ray has not placed yet
+WAITING = "PENDING_NODE_ASSIGNMENT"  # a task (an actor's: its creation task) Ray has found no node with room for
+ACTOR_CREATION = "ACTOR_CREATION_TASK"  # a task that starts an actor: running while its constructor runs
 _log = logging.getLogger(__name__)
 
 
@@ -58,7 +59,7 @@ class Stage:
 
 @dataclass(frozen=True)
 class Work:
-    """`count` tasks or actors of one stage, each asking for `asks`."""
+    """`count` tasks of one stage, each asking for `asks`; for kind "actor", tasks that start an actor."""
 
     stage: str
     kind: str  # "task" or "actor"
@@ -125,8 +126,8 @@ def explain(sample: Sample, stages: Sequence[Stage]) -> str:
 
     In this order: the most upstream stage with tasks or actors Ray cannot place (their request against
     the free resources); else the most upstream task stage one task of which does not fit the free
-    resources (Ray Data holds its tasks back); else the most downstream stage with running tasks that
-    never return (a hung call)."""
+    resources (Ray Data holds its tasks back); else the most downstream stage with actors still starting
+    or running tasks that never return (a hung call)."""
     order = {stage.name: index for index, stage in enumerate(stages)}
     pool = next(stage for stage in stages if stage.actors)
     for work in sorted(sample.waiting or (), key=lambda work: order[work.stage]):
@@ -142,10 +143,14 @@ def explain(sample: Sample, stages: Sequence[Stage]) -> str:
         if not stage.actors and not _fits(stage.asks(), sample.free):
             return (f"{stage.name} waits for {_resources(stage.asks())} per task; "
                     f"{_free(_named(stage.asks()), sample)} ({_room_hint(pool)})")
-    for work in sorted(sample.running or (), key=lambda work: -order[work.stage]):
-        return (f"{work.stage} waits for {work.count} running task{'s' if work.count > 1 else ''} that did not "
-                "return (a hung storage read or model call? see the Ray worker logs; a stage this slow on "
-                "purpose, e.g. a large model's first load, needs a larger --stall-timeout)")
+    for work in sorted(sample.running or (), key=lambda work: (-order[work.stage], work.kind != "actor")):
+        plural = "s" if work.count > 1 else ""
+        if work.kind == "actor":
+            return (f"{work.stage} waits for {work.count} actor{plural} still starting (loading the model; a large "
+                    "model's first load, or its download, needs a larger --stall-timeout)")
+        return (f"{work.stage} waits for {work.count} running task{plural} that did not return (a hung storage "
+                "read or model call? see the Ray worker logs; a stage this slow on purpose needs a larger "
+                "--stall-timeout)")
     what = "nothing it waits for was seen" if sample.waiting is not None else "ray.util.state could not be read"
     return (f"no stage waits for resources ({_free(['CPU'], sample)}) and {what} (see the Ray logs; a "
             "stage this slow on purpose needs a larger --stall-timeout)")
@@ -155,30 +160,28 @@ def stall_message(timeout_s: float, reason: str) -> str:
     return f"no progress for {timeout_s:g} s: {reason}"
 
 
-def _tally(entries: list[tuple[str, dict | None]], kind: str, stages: Sequence[Stage]) -> tuple[Work, ...]:
-    """Work per stage and request, from (name, required resources) of tasks or actors."""
-    counts = Counter((stage_of(name, stages).name, tuple(sorted((asks or {}).items()))) for name, asks in entries)
-    return tuple(Work(stage, kind, count, asks) for (stage, asks), count in counts.items())
+def _tally(tasks: list, stages: Sequence[Stage]) -> tuple[Work, ...]:
+    """Work per stage, kind and request, from ray.util.state's TaskState entries."""
+    counts = Counter((stage_of(task.name, stages).name, "actor" if task.type == ACTOR_CREATION else "task",
+                      tuple(sorted((task.required_resources or {}).items()))) for task in tasks)
+    return tuple(Work(stage, kind, count, asks) for (stage, kind, asks), count in counts.items())
 
 
 def take_sample(stages: Sequence[Stage]) -> Sample:
     """The cluster's free and total resources, and this job's work that waits for resources or runs."""
     at = time.monotonic()
     free, total = ray.available_resources(), ray.cluster_resources()
-    job = [("job_id", "=", ray.get_runtime_context().get_job_id())]
+    context = ray.get_runtime_context()
+    job = ("job_id", "=", context.get_job_id())
+    query = {"address": context.gcs_address, "limit": STATE_LIMIT, "timeout": STATE_TIMEOUT_S,
+             "raise_on_missing_output": False}  # this cluster's, where several run on one machine
     try:
-        tasks = list_tasks(filters=[*job, ("state", "=", WAITING_TASK)], limit=STATE_LIMIT, detail=True,
-                           timeout=STATE_TIMEOUT_S, raise_on_missing_output=False)
-        actors = list_actors(filters=[*job, ("state", "=", WAITING_ACTOR)], limit=STATE_LIMIT, detail=True,
-                             timeout=STATE_TIMEOUT_S, raise_on_missing_output=False)
-        running = list_tasks(filters=[*job, ("state", "=", "RUNNING")], limit=STATE_LIMIT,
-                             timeout=STATE_TIMEOUT_S, raise_on_missing_output=False)
-    except Exception as exc:  # noqa: BLE001 - no state API (a Ray without its dashboard): resources only
+        waiting = list_tasks(filters=[job, ("state", "=", WAITING)], detail=True, **query)  # with their requests
+        running = list_tasks(filters=[job, ("state", "=", "RUNNING")], **query)
+    except Exception as exc:  # noqa: BLE001 - no state API (a local Ray without its dashboard): resources only
         _log.debug("ray.util.state unavailable: %s", exc)
         return Sample(at, free, total, None, None)
-    waiting = (_tally([(task.name, task.required_resources) for task in tasks], "task", stages)
-               + _tally([(actor.class_name, actor.required_resources) for actor in actors], "actor", stages))
-    return Sample(at, free, total, waiting, _tally([(task.name, None) for task in running], "task", stages))
+    return Sample(at, free, total, _tally(waiting, stages), _tally(running, stages))
 
 
 def sample_interval(timeout_s: float) -> float:

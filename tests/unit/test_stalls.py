@@ -43,7 +43,7 @@ def test_the_most_upstream_waiting_stage_is_named() -> None:
 
 
 def test_an_actor_ray_cannot_place_names_inference_and_its_gpu() -> None:
-    waiting = (Work("inference", "actor", 2, (("CPU", 1.0), ("GPU", 1.0))),)
+    waiting = (Work("inference", "actor", 2, (("CPU", 1.0), ("GPU", 1.0), ("node:__internal_head__", 0.001))),)
     reason = explain(sample(6, 8, waiting, free_gpus=0, total_gpus=1), stages("cuda", 1, (8,), num_workers=(2, 2)))
     assert reason.startswith("inference waits for 2 actors Ray cannot place, asking 1 CPU and 1 GPU each; "
                              "6 of 8 CPUs free, 0 of 1 GPUs free (lower --num-cpus-per-worker, "
@@ -66,6 +66,13 @@ def test_running_tasks_that_never_return_name_the_most_downstream_stage() -> Non
     reason = explain(sample(0.5, 2, running=running), stages())
     assert reason.startswith("inference waits for 2 running tasks that did not return (a hung storage read or "
                              "model call?")
+
+
+def test_an_actor_still_loading_its_model_names_inference_and_the_timeout() -> None:
+    running = (Work("listing", "task", 4, ()), Work("inference", "task", 1, ()), Work("inference", "actor", 1, ()))
+    reason = explain(sample(0.5, 2, running=running), stages())
+    assert reason.startswith("inference waits for 1 actor still starting (loading the model; a large model's "
+                             "first load, or its download, needs a larger --stall-timeout)")
 
 
 def test_nothing_seen_still_says_so_in_one_line() -> None:
