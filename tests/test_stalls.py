@@ -1,8 +1,10 @@
-"""The stall watchdog on a real Ray cluster (head 2 CPUs, a second node 1 CPU): another job's actors
-hold all but 0.1 CPU of each node, so this job's listing task runs, but its inference actor (1.5 CPUs)
-cannot start and its decode tasks (0.3 CPU) cannot run. The plan fits the nodes, so only the watchdog
-can end the run: exit 1, one line naming the stage and what it waits for, the lease released, and a
---resume once the CPUs are free finishes the job."""
+"""Nothing waits forever, on a real Ray cluster (head 2 CPUs, a second node 1 CPU).
+
+The plan check: an inference actor no node can hold is refused before any work. The stall watchdog:
+another job's actors hold all but 0.1 CPU of each node, so this job's listing task runs, but its
+inference actor (1.5 CPUs) cannot start and its decode tasks (0.3 CPU) cannot run. The plan fits the
+nodes, so only the watchdog can end the run: exit 1, one line naming the stage and what it waits
+for, the lease released, and a --resume once the CPUs are free finishes the job."""
 
 from __future__ import annotations
 
@@ -13,9 +15,10 @@ import pyarrow.parquet as pq
 import pytest
 import ray
 
+from batchinfer.config import JobConfig, UserError
 from batchinfer.layout import Output
 from batchinfer.lease import lease_store
-from batchinfer.pipeline import connect_ray
+from batchinfer.pipeline import check_plan, connect_ray, place_inference
 from batchinfer.storage import resolve, s3_filesystem
 from tests.support import RAY_ENV, run_cli
 
@@ -32,9 +35,15 @@ class Holder:
 
 
 @pytest.fixture(scope="module")
-def stalled(ray_cluster, samples, s3):
-    """The stalled run (its CompletedProcess), its CPUs still held by the Holders: kill them to free them."""
+def joined(ray_cluster):
     connect_ray()
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def stalled(joined, samples, s3):
+    """The stalled run (its CompletedProcess), its CPUs still held by the Holders: kill them to free them."""
     holders = []
     for cpus in (1.9, 0.9):  # one at a time: 1.9 fits the head only, then 0.9 the second node only
         holders.append(Holder.options(num_cpus=cpus).remote())
@@ -45,7 +54,19 @@ def stalled(ray_cluster, samples, s3):
     yield run, holders
     for holder in holders:
         ray.kill(holder)
-    ray.shutdown()
+
+
+def test_a_plan_no_node_can_hold_is_refused_on_a_local_ray_and_a_warning_on_a_joined_one(joined, monkeypatch,
+                                                                                        capsys) -> None:
+    """An inference actor of 3 CPUs, on nodes of 2 and 1: before any work (preflight's check_plan)."""
+    config = JobConfig(input_uri="s3://b/in/", output_uri="s3://b/out/", num_cpus_per_worker=3).validate()
+    resources = place_inference(config, "cpu", 0, [2, 1])
+    check_plan(config, resources)  # joined (RAY_ADDRESS): the autoscaler may add a node
+    assert capsys.readouterr().err.startswith("batchinfer: warning: inference cannot start: an actor asks for "
+                                              "3 CPU and none fit on the Ray cluster's nodes (the roomiest has 2 CPU")
+    monkeypatch.delenv("RAY_ADDRESS")
+    with pytest.raises(UserError, match=r"^inference cannot start: an actor asks for 3 CPU and none fit"):
+        check_plan(config, resources)
 
 
 def test_a_stalled_run_exits_1_with_one_line_naming_the_stage_and_releases_its_lease(stalled, s3_options) -> None:

@@ -246,9 +246,10 @@ def plan_problem(stages: Sequence[Stage], nodes: Sequence[Mapping[str, float]]) 
         fitting = [node for node in room if _fits(pool.asks(), node)]
         if not fitting:
             roomiest = max(room, key=lambda node: (node.get("GPU", 0), node.get("CPU", 0)), default={})
-            return (f"{pool.name} cannot start: {pool.actors} actors ask for {_resources(pool.asks())} each and "
-                    f"only {placed} fit on the Ray cluster's nodes (the roomiest has {_resources(roomiest)} left): "
-                    "lower --num-cpus-per-worker, --num-gpus-per-worker or --num-workers, or add nodes")
+            fit = f"only {placed} of {pool.actors}" if placed else "none"
+            return (f"{pool.name} cannot start: an actor asks for {_resources(pool.asks())} and {fit} fit on the "
+                    f"Ray cluster's nodes (the roomiest has {_resources(roomiest)} left): lower "
+                    "--num-cpus-per-worker, --num-gpus-per-worker or --num-workers, or add nodes")
         node = min(fitting, key=lambda node: (node.get("GPU", 0), node.get("CPU", 0)))
         for name, amount in pool.asks().items():
             node[name] = node.get(name, 0) - amount

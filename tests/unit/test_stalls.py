@@ -122,7 +122,7 @@ def test_a_cuda_actor_with_every_cpu_of_the_gpu_node_starves_decode() -> None:
 def test_two_gpu_actors_on_a_one_gpu_node_cannot_start() -> None:
     problem = plan_problem(stages("cuda", 1, (8,), num_workers=(2, 2)), [{"CPU": 8, "GPU": 1}])
     assert problem is not None and problem.startswith(
-        "inference cannot start: 2 actors ask for 1 CPU and 1 GPU each and only 1 fit on the Ray cluster's nodes "
+        "inference cannot start: an actor asks for 1 CPU and 1 GPU and only 1 of 2 fit on the Ray cluster's nodes "
         "(the roomiest has 7 CPU left)")
 
 
