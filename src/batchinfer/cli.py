@@ -9,8 +9,8 @@ import sys
 import traceback
 from typing import Any, Callable, NoReturn, Sequence
 
+from batchinfer import interrupts
 from batchinfer.config import Flag, JobConfig, S3Options, Stalled, UserError, flag_fields
-from batchinfer.lease import LeaseLost
 
 EXIT_USER_ERROR = 2
 EXIT_FAILURE = 1
@@ -144,7 +144,23 @@ def failure_reason(exc: BaseException) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """The `batchinfer` command; returns its exit status. Ctrl-C is handled as interrupts.py says. `argv`
+    None: this process is the command: Ctrl-C stays handled until it exits (Ray's exit hooks included),
+    and an interrupted command ends the process with its line; a caller that passes `argv` gets 130
+    back, and its own SIGINT handler."""
+    with interrupts.handled(restore=argv is not None):
+        try:
+            return _command(build_parser().parse_args(argv))
+        except KeyboardInterrupt:
+            interrupts.say(interrupts.interrupted_line())
+            if argv is None:
+                interrupts.end_process()
+            return interrupts.EXIT_INTERRUPTED
+
+
+def _command(args: argparse.Namespace) -> int:
+    from batchinfer.lease import LeaseLost  # boto3 and pyarrow: imported once Ctrl-C is handled
+
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     try:
         if args.command == "check":
@@ -161,6 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from batchinfer.pipeline import JobStatus, run_job
 
         result = run_job(config)
+        interrupts.raise_if_interrupted()
         if result.status is JobStatus.COMMITTED:
             print_summary(result.summary)
         else:
@@ -175,9 +192,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except LeaseLost as exc:  # another run owns the output now: nothing to debug here
         print(f"batchinfer: job failed: {exc}", file=sys.stderr)
         return EXIT_FAILURE
-    except KeyboardInterrupt:
-        print("batchinfer: interrupted; rerun with --resume to keep what was finished", file=sys.stderr)
-        return 130
     except Exception as exc:  # noqa: BLE001 - not the user's mistake: traceback, then one clear line
         traceback.print_exc()
         print(f"batchinfer: job failed: {failure_reason(exc)}", file=sys.stderr)

@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 
 import ray
 
+from batchinfer import interrupts
 from batchinfer.config import JobConfig, UserError
 from batchinfer.driver_memory import bound_block_stats, cap_queued_blocks, heap_trimmed, limit_heap_arenas
 from batchinfer.lease import Lease, acquire
@@ -234,8 +235,8 @@ def run_job(config: JobConfig) -> JobResult:
             raise UserError(f"--output {config.output_uri} is inside --input {config.input_uri} (or its "
                             f"sibling {output.meta.uri()}/ is): write the predictions to a prefix outside the input")
     check_bucket(output.location, config.s3)
-    with acquire(output.meta, config.s3, config.output_uri, config.wait_for_lease_s) as lease:
-        print(f"batchinfer: run {lease.run_id} writes {config.output_uri}")
+    with interrupts.holding(acquire(output.meta, config.s3, config.output_uri, config.wait_for_lease_s)) as lease:
+        print(f"batchinfer: run {lease.run_id} writes {config.output_uri}", flush=True)
         ready = preflight(config, source, output, started_at, clock)
         if ready is None:
             return JobResult(JobStatus.ALREADY_COMPLETE, config.output_uri)
@@ -313,10 +314,12 @@ def commit(config: JobConfig, ready: Preflight, execution: Execution, lease: Lea
         "images_per_s": round(processed / pipeline_s, 2) if processed and pipeline_s > 0 else None,
         "finished_at": datetime.now(timezone.utc).isoformat(),
     }
-    summary = retry_storage(
-        lambda: commit_output(ready.output, execution.record, execution.resumed_inputs, summary,
-                              lambda: lease.confirm(config.storage_timeout_s)),
-        f"commit {config.output_uri}", config.storage_timeout_s)
+    with interrupts.committing(config.output_uri):  # Ctrl-C waits for the commit to finish
+        print(f"batchinfer: committing {config.output_uri}", flush=True)
+        summary = retry_storage(
+            lambda: commit_output(ready.output, execution.record, execution.resumed_inputs, summary,
+                                  lambda: lease.confirm(config.storage_timeout_s)),
+            f"commit {config.output_uri}", config.storage_timeout_s)
     build_report = ray.remote(**REPORT_TASK)(write_report)  # a task: the driver never scans the output (#16)
     try:
         print(f"batchinfer: report {ray.get(build_report.remote(ready.output, summary))}")

@@ -96,13 +96,15 @@ def staged_rows(server: SeaweedServer, bucket: str, prefix: str) -> int:
 
 
 class Driver:
-    """A `batchinfer run` driver process in the background, with its output in files."""
+    """A `batchinfer run` driver process in the background, with its output in files; with `own_group`,
+    in a process group of its own, as a terminal starts a command (the local Ray it starts joins it)."""
 
-    def __init__(self, args: list[str], env: dict[str, str], logdir: Path) -> None:
+    def __init__(self, args: list[str], env: dict[str, str], logdir: Path, own_group: bool = False) -> None:
         logdir.mkdir(parents=True, exist_ok=True)
         self.stdout_path, self.stderr_path = logdir / "stdout.txt", logdir / "stderr.txt"
         self.process = subprocess.Popen([str(BIN / "batchinfer"), "run", *args], env=env,
-                                        stdout=self.stdout_path.open("wb"), stderr=self.stderr_path.open("wb"))
+                                        stdout=self.stdout_path.open("wb"), stderr=self.stderr_path.open("wb"),
+                                        start_new_session=own_group)
 
     def wait(self, timeout_s: float = 600) -> int:
         return self.process.wait(timeout=timeout_s)
