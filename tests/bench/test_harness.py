@@ -13,7 +13,9 @@ import pytest
 from tests.support import RAY_ENV
 
 REPO = Path(__file__).resolve().parents[2]
-pytestmark = pytest.mark.integration  # the benchmark process starts its own S3 server and Ray
+# The benchmark process starts its own S3 server and Ray, and runs four stages (about a minute): the
+# slow tier, which CI runs after the gate.
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def test_harness_writes_all_sections(tmp_path: Path) -> None:

@@ -139,6 +139,7 @@ def test_ctrl_c_at_start_up(store, photos, tmp_path) -> None:
     print(f"start-up: exit {status} {took:.1f} s after Ctrl-C")
 
 
+@pytest.mark.slow  # the gate keeps start-up and mid-pipeline; make test-slow runs every phase
 def test_ctrl_c_while_listing(store, cluster, photos, tmp_path) -> None:
     """Ctrl-C as the input is listed (a --resume run lists every input first, as a dataset of its own):
     exit 130, and the lease was released."""
@@ -174,6 +175,7 @@ class SlowSummary(S3Forwarder):
         return None
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_commit(store, cluster, photos, s3_options, tmp_path) -> None:
     """Ctrl-C once the commit has started (the store holds the summary's write back, so it lands
     mid-commit): the run says it finishes the commit first, does, and exits 130 saying the output is
