@@ -195,13 +195,16 @@ def test_ctrl_c_during_commit(store, cluster, photos, s3_options, tmp_path) -> N
     assert again.wait() == 0 and "already complete" in again.stdout, again.stderr[-3000:]
 
 
+RANDOM_RUNS = 6  # each an interrupted run and its --resume: about 1 minute apiece on a 2-core machine
+
+
 @pytest.mark.slow
 def test_ctrl_c_at_random_moments(store, cluster, photos, tmp_path) -> None:
-    """Ten runs on a local Ray, each sent Ctrl-C at a random moment from its start to about its end:
+    """RANDOM_RUNS runs on a local Ray, each sent Ctrl-C at a random moment from its start to about its end:
     each exits 130 (or 0, had it finished first) with one line and no traceback, and `--resume`
     completes each output."""
     seed = random.randrange(2**32)
-    moments = random.Random(seed).sample(range(5, 600), 10)  # tenths of a second after the start
+    moments = random.Random(seed).sample(range(5, 600), RANDOM_RUNS)  # tenths of a second after the start
     print(f"seed {seed}")
     for index, tenths in enumerate(moments):
         args = args_for(photos, f"random-{index}/")
