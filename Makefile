@@ -13,9 +13,9 @@ export RAY_USAGE_STATS_ENABLED := 0
 
 help:
 	@echo "make demo        run the job on the embedded default (local S3 server, local Ray, sample photos)"
-	@echo "make test        the test gate (under 10 minutes): pure + integration (core, reliability, chart, demo, benchmark smoke)"
+	@echo "make test        the test gate (under 10 minutes): pure + integration (core, reliability, chart, Ctrl-C, stalls)"
 	@echo "make test-unit   the pure tier: every test that needs no S3 server, Ray cluster or Docker, wherever it lives"
-	@echo "make test-slow   the slow tier: fault injection, load, autoscaling, driver memory, input kinds on 2 CPUs, Ctrl-C, bench harness (CI runs it after make test)"
+	@echo "make test-slow   the slow tier: faults, load, autoscaling, driver memory, input kinds on 2 CPUs, Ctrl-C phases, bench smoke, demo (CI runs it after make test)"
 	@echo "make chart-render  regenerate k8s/rayjob.yaml from the chart's defaults"
 	@echo "make chart-test  helm lint/template + schema checks of the chart and k8s/ manifests"
 	@echo "make bench       benchmark: pipeline vs model-only ceiling vs naive baseline"

@@ -14,7 +14,7 @@ import pytest
 from devkit.samples import sample_images
 from tests.support import RAY_ENV
 
-pytestmark = pytest.mark.integration  # starts SeaweedFS and a local Ray itself, in a child process
+pytestmark = [pytest.mark.integration, pytest.mark.slow]  # starts SeaweedFS and a local Ray itself, in a child process (about 30 s)
 
 
 def test_demo_leaves_the_parquet_and_the_report(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ import pytest
 from tests.support import RAY_ENV
 
 REPO = Path(__file__).resolve().parents[2]
-pytestmark = pytest.mark.integration  # the benchmark process starts its own S3 server and Ray
+pytestmark = [pytest.mark.integration, pytest.mark.slow]  # the benchmark process starts its own S3 server and Ray
 
 
 def test_commit_bench_writes_its_figures(tmp_path: Path) -> None:

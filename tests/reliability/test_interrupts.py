@@ -139,7 +139,7 @@ def test_ctrl_c_at_start_up(store, photos, tmp_path) -> None:
     print(f"start-up: exit {status} {took:.1f} s after Ctrl-C")
 
 
-@pytest.mark.slow  # the gate keeps start-up and mid-pipeline; make test-slow runs every phase
+@pytest.mark.slow  # the gate keeps start-up; make test-slow runs every phase
 def test_ctrl_c_while_listing(store, cluster, photos, tmp_path) -> None:
     """Ctrl-C as the input is listed (a --resume run lists every input first, as a dataset of its own):
     exit 130, and the lease was released."""
@@ -152,6 +152,7 @@ def test_ctrl_c_while_listing(store, cluster, photos, tmp_path) -> None:
     print(f"listing: exit {status} {took:.1f} s after Ctrl-C")
 
 
+@pytest.mark.slow
 def test_ctrl_c_mid_pipeline(store, cluster, photos, tmp_path) -> None:
     """Ctrl-C with results staged and more to do: nothing is committed, and `--resume` keeps what was
     staged and classifies only the rest."""
