@@ -201,7 +201,7 @@ RANDOM_RUNS = 6  # each an interrupted run and its --resume: about 1 minute apie
 
 @pytest.mark.slow
 @pytest.mark.xfail(strict=False, reason="open bug (issue #33): with seed 715071507 (2026-12-07) run 1, Ctrl-C "
-                   "13-60 s into a run whose inference actor was still pending did not end with exit 130")
+                   "23.6 s into a run whose inference actor was still pending did not end with exit 130")
 def test_ctrl_c_at_random_moments(store, cluster, photos, tmp_path) -> None:
     """RANDOM_RUNS runs on a local Ray, each sent Ctrl-C at a random moment from its start to about its end:
     each exits 130 (or 0, had it finished first) with one line and no traceback, and `--resume`
