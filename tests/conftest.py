@@ -16,7 +16,7 @@ from batchinfer.config import S3Options
 from devkit.samples import efficientnet_lite0_checkpoint, sample_images
 from batchinfer.models import ModelRequest
 from devkit.seaweed import SeaweedServer
-from tests.support import BIN, RAY_ENV, SECRET, LocalRayCluster, moto_server, start_cluster
+from tests.support import BIN, RAY_ENV, SECRET, LocalRayCluster, jobs_on, moto_server, start_cluster
 
 pytest_plugins = ("pytester",)
 
@@ -100,15 +100,9 @@ def ray_cluster(s3) -> LocalRayCluster:
     cluster = start_cluster(workdir, head_params=["--num-cpus=2", "--object-store-memory=800000000"],
                             worker_params=[["--num-cpus=1", "--object-store-memory=400000000"]],
                             env={**s3.env(), "PATH": f"{BIN}:{os.environ.get('PATH', '')}"})
-    previous = {key: os.environ.get(key) for key in ("RAY_ADDRESS", *RAY_ENV)}
-    os.environ.update(RAY_ENV, RAY_ADDRESS=cluster.address)
-    yield cluster
+    with jobs_on(cluster):
+        yield cluster
     cluster.stop()
-    for key, value in previous.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
 
 
 @pytest.fixture(scope="session")

@@ -144,6 +144,22 @@ def forwarding(upstream: S3Options, handler: type[S3Forwarder],
         proxy.server_close()
 
 
+@contextmanager
+def jobs_on(cluster: "LocalRayCluster") -> Iterator["LocalRayCluster"]:
+    """RAY_ADDRESS (and Ray's test settings, RAY_ENV) point every job at `cluster` in the block; the
+    environment is as it was after it."""
+    previous = {key: os.environ.get(key) for key in ("RAY_ADDRESS", *RAY_ENV)}
+    os.environ.update(RAY_ENV, RAY_ADDRESS=cluster.address)
+    try:
+        yield cluster
+    finally:
+        for key, value in previous.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 def free_port() -> int:
     return free_ports(1)[0]
 

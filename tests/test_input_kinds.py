@@ -22,7 +22,7 @@ import ray
 from batchinfer.config import JobConfig
 from batchinfer.pipeline import run_job
 from batchinfer.storage import s3_filesystem
-from tests.support import BIN, RAY_ENV, LocalRayCluster, photo_dir, start_cluster
+from tests.support import BIN, LocalRayCluster, jobs_on, photo_dir, start_cluster
 
 pytestmark = pytest.mark.slow  # seven whole jobs, about 3 minutes: make test-slow
 BUCKET = "kinds"
@@ -37,16 +37,10 @@ def two_cpu_node(s3) -> LocalRayCluster:
     cluster = start_cluster(Path(f"/tmp/bi-2cpu-{os.getpid()}"),
                             head_params=["--num-cpus=2", "--object-store-memory=500000000"], worker_params=[],
                             env={**s3.env(), "PATH": f"{BIN}:{os.environ.get('PATH', '')}"})
-    previous = {key: os.environ.get(key) for key in ("RAY_ADDRESS", *RAY_ENV)}
-    os.environ.update(RAY_ENV, RAY_ADDRESS=cluster.address)
-    yield cluster
-    ray.shutdown()
+    with jobs_on(cluster):
+        yield cluster
+        ray.shutdown()
     cluster.stop()
-    for key, value in previous.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
 
 
 @pytest.fixture(scope="module")
