@@ -47,6 +47,7 @@ class _Interrupts:
 
     def __init__(self) -> None:
         self.count = 0
+        self.handled = 0  # SIGINTs Python's handler has run for (`in_main_thread`)
         self.lease: "Lease | None" = None
         self.committing: str | None = None
         self.committed: str | None = None
@@ -67,7 +68,12 @@ class _Interrupts:
 
     def in_main_thread(self, signum: int, frame: FrameType | None) -> None:
         """Python's handler: KeyboardInterrupt, except during the commit and in the exit hooks (the
-        grace period ends those)."""
+        grace period ends those). Its second run is a second Ctrl-C, which ends the process here: raising
+        again would abort the first one's unwinding (e.g. the lease's release, waiting on a frozen store)
+        and end the run as if it had finished unwinding, before `_count` has seen that second Ctrl-C."""
+        self.handled += 1
+        if self.handled > 1:
+            self.exit_now("a second Ctrl-C", release=False)
         if self.finished:
             return
         if self.committing:

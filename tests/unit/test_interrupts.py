@@ -1,0 +1,61 @@
+"""Ctrl-C handling (interrupts.py) in a process of its own, no Ray: a second Ctrl-C while the first one's
+unwinding hangs ends the process at once with the line that says so, whichever of the main thread's
+handler and the counting thread sees it first. The lease here is a stand-in whose release hangs, as a
+real one does on a frozen store (tests/reliability/test_interrupts.py freezes a real SeaweedFS)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from batchinfer.interrupts import EXIT_INTERRUPTED, SAME_CTRL_C_S
+
+HANGING_RELEASE = """
+import sys, time
+from batchinfer import interrupts
+
+class HangingLease:
+    output_uri = "s3://bucket/out/"
+    def __enter__(self):
+        return self
+    def __exit__(self, *exc_info):
+        print("releasing", flush=True)
+        time.sleep(60)
+
+with interrupts.handled(restore=False):
+    try:
+        with interrupts.holding(HangingLease()):
+            print("running", flush=True)
+            time.sleep(60)
+    except KeyboardInterrupt:
+        interrupts.say(interrupts.interrupted_line())
+        interrupts.end_process()
+"""
+
+
+def wait_for_line(process: subprocess.Popen, expected: str) -> None:
+    line = process.stdout.readline()
+    assert line.strip() == expected, (line, process.stderr.read() if process.poll() is not None else "")
+
+
+def test_a_second_ctrl_c_while_the_release_hangs_stops_at_once() -> None:
+    process = subprocess.Popen([sys.executable, "-c", HANGING_RELEASE], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for_line(process, "running")
+        os.kill(process.pid, signal.SIGINT)
+        wait_for_line(process, "releasing")
+        time.sleep(SAME_CTRL_C_S + 0.2)  # a separate Ctrl-C, not the same one seen twice
+        os.kill(process.pid, signal.SIGINT)
+        status = process.wait(timeout=5)
+    finally:
+        process.kill()
+    stderr = process.stderr.read()
+    assert status == EXIT_INTERRUPTED, stderr
+    assert stderr.count("batchinfer: interrupted") == 1, stderr
+    assert "(a second Ctrl-C: stopped at once)" in stderr, stderr
+    assert "its lease on s3://bucket/out/ was left behind" in stderr, stderr
+    assert "Traceback" not in stderr, stderr
