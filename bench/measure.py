@@ -184,6 +184,69 @@ class ProcessSampler:
                                      sorted(self.cpu_s_by_stage.items(), key=lambda item: -item[1])}}
 
 
+class DriverRssWatch:
+    """This process's RSS every `interval_s` (20 ms: a peak lasting a fraction of a second, which the
+    1 s ProcessSampler misses but the kernel's high-water mark keeps), by kind: anonymous (the heap),
+    file-backed, and shared memory (Ray's object store, mapped in when the driver reads an object).
+    Keeps the largest sample of each whole second since the start, so a peak can be placed in a phase."""
+
+    KINDS = ("VmRSS", "RssAnon", "RssFile", "RssShmem")
+
+    def __init__(self, interval_s: float = 0.02) -> None:
+        self.interval_s = interval_s
+        self.by_second: dict[int, tuple[int, ...]] = {}  # second since start: (rss, anon, file, shmem) KiB
+        self.cpu_s = 0.0  # the watching thread's own CPU seconds
+        self._started = time.monotonic()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="bench-driver-rss", daemon=True)
+
+    def _read(self) -> tuple[int, ...]:
+        values = dict.fromkeys(self.KINDS, 0)
+        with open("/proc/self/status") as status:
+            for line in status:
+                name, _, rest = line.partition(":")
+                if name in values:
+                    values[name] = int(rest.split()[0])
+        return tuple(values[kind] for kind in self.KINDS)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            sample, second = self._read(), int(time.monotonic() - self._started)
+            if sample[0] > self.by_second.get(second, (0,))[0]:
+                self.by_second[second] = sample
+        self.cpu_s = time.thread_time()
+
+    def __enter__(self) -> "DriverRssWatch":
+        self._started = time.monotonic()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def peaks(self, phases: dict[str, tuple[float, float]]) -> dict:
+        """The peak sample overall (when, in which of `phases` — name: (start, end) in seconds since the
+        start — and by kind, MiB) and the peak RSS in each phase."""
+        def mib(kib: int) -> float:
+            return round(kib / 1024, 1)
+
+        def phase_of(second: int) -> str:
+            return next((name for name, (start, end) in phases.items() if start <= second < end), "after")
+
+        if not self.by_second:
+            return {}
+        second, sample = max(self.by_second.items(), key=lambda item: item[1][0])
+        by_phase: dict[str, float] = {}
+        for at, each in self.by_second.items():
+            by_phase[phase_of(at)] = max(by_phase.get(phase_of(at), 0.0), mib(each[0]))
+        return {"driver_peak_rss_mib_fine": mib(sample[0]),
+                "driver_peak_moment": {"at_s": second, "phase": phase_of(second),
+                                       **{kind: mib(kib) for kind, kib in zip(("rss_mib", "anon_mib", "file_mib",
+                                                                               "shmem_mib"), sample)}},
+                "driver_peak_rss_mib_fine_by_phase": by_phase}
+
+
 class OutputWatcher:
     """Lists `folder` (recursively) every `interval_s` and notes when each Parquet file first appears
     and how many rows it holds: the times of the job's output batches. With `first_only` it stops

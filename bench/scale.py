@@ -48,7 +48,7 @@ from batchinfer.pipeline import connect_ray, run_job
 from batchinfer.layout import Output
 from batchinfer.storage import resolve
 
-from bench.measure import OutputWatcher, ProcessSampler
+from bench.measure import DriverRssWatch, OutputWatcher, ProcessSampler
 from bench.photos import BUCKET
 from bench.report import scale_stage_table
 from bench.run import machine
@@ -200,16 +200,21 @@ def _high_water_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _driver_figures(sampler: ProcessSampler, images: int, wall_s: float, high_water_mib: float) -> dict:
+def _driver_figures(sampler: ProcessSampler, watch: DriverRssWatch, phases: dict[str, tuple[float, float]],
+                    images: int, wall_s: float, high_water_mib: float) -> dict:
     """The driver's figures over the stage: `high_water_mib` read when the stage returned, before
-    ray.shutdown(), whose own memory the stage does not include (it is recorded apart)."""
+    ray.shutdown(), whose own memory the stage does not include (it is recorded apart); where and in
+    which of `phases` its peak was (`DriverRssWatch`)."""
     peak = sampler.peak()
+    fine = watch.peaks(phases)
+    driver_cpu_s = max(0.0, peak["driver_cpu_s"] - watch.cpu_s)
     # The kernel's high-water mark, or a sample above it (per-thread RSS counters reach it late).
     return {"whole_run_s": round(wall_s, 3), "whole_run_images_per_s": round(images / wall_s, 2),
-            "driver_peak_rss_mib": round(max(high_water_mib, peak["driver_peak_rss_mib"]), 1),
-            "driver_peak_rss_mib_sampled": peak["driver_peak_rss_mib"],
-            "driver_peak_rss_mib_by_tenth": peak["driver_peak_rss_mib_by_tenth"], "driver_cpu_s": peak["driver_cpu_s"],
-            "tree_cpu_s": peak["cpu_s"], "driver_cpu_s_per_1k": round(1000 * peak["driver_cpu_s"] / images, 3),
+            "driver_peak_rss_mib": round(max(high_water_mib, peak["driver_peak_rss_mib"],
+                                             fine.get("driver_peak_rss_mib_fine", 0.0)), 1),
+            "driver_peak_rss_mib_sampled": peak["driver_peak_rss_mib"], **fine,
+            "driver_peak_rss_mib_by_tenth": peak["driver_peak_rss_mib_by_tenth"], "driver_cpu_s": round(driver_cpu_s, 2),
+            "tree_cpu_s": peak["cpu_s"], "driver_cpu_s_per_1k": round(1000 * driver_cpu_s / images, 3),
             "tree_cpu_s_per_1k": round(1000 * peak["cpu_s"] / images, 3),
             # the CPU profile: CPU-ms per image by what each process was doing (bench.measure._stage)
             "tree_cpu_ms_per_image_by_process": {stage: round(1000 * cpu / images, 4)
@@ -245,7 +250,7 @@ def measure_job(input_uri: str, output_uri: str, model_uri: str, count: int, bat
     ray_start_s = start_ray()
     load_start, rss_before = os.getloadavg(), _rss_mib()
     watcher = OutputWatcher(output.fs, output.staging_root, first_only=True)  # stops at the first file
-    with ProcessSampler() as sampler, watcher:
+    with ProcessSampler() as sampler, watcher, DriverRssWatch() as rss_watch:
         start = time.monotonic()
         summary = run_job(config).summary
         end = time.monotonic()
@@ -253,6 +258,8 @@ def measure_job(input_uri: str, output_uri: str, model_uri: str, count: int, bat
     ray.shutdown()
     timed = "startup_s" in summary and "pipeline_s" in summary  # the job's own split, where it gives one
     pipeline_end = start + summary["startup_s"] + summary["pipeline_s"] if timed else end
+    phases = {"startup": (0.0, summary["startup_s"]), "pipeline": (summary["startup_s"], pipeline_end - start),
+              "commit_and_report": (pipeline_end - start, end - start + 1)} if timed else {}
     # A poll that lists the first file after the pipeline ended saw a file written before that end.
     first = (watcher.batches() or [None])[0]  # (when the first staged file was seen, its rows)
     seen_at, first_rows = first or (pipeline_end, summary.get("rows"))
@@ -262,7 +269,7 @@ def measure_job(input_uri: str, output_uri: str, model_uri: str, count: int, bat
             "job_startup_s": summary.get("startup_s"), "job_pipeline_s": summary.get("pipeline_s"),
             "job_images_per_s": summary.get("images_per_s"), "ray_start_s": ray_start_s,
             "driver_rss_before_mib": rss_before,
-            **_driver_figures(sampler, count, end - start, high_water_mib),
+            **_driver_figures(sampler, rss_watch, phases, count, end - start, high_water_mib),
             "driver_high_water_after_shutdown_mib": round(_high_water_mib(), 1),
             "load_avg_1_5_15_at_start": [round(x, 2) for x in load_start],
             "load_avg_1_5_15_at_end": [round(x, 2) for x in os.getloadavg()]}
@@ -274,7 +281,7 @@ def measure_read_images(input_uri: str, count: int) -> dict:
     ray_start_s = start_ray()
     load_start, rss_before = os.getloadavg(), _rss_mib()
     first_s, rows = None, 0
-    with ProcessSampler() as sampler:
+    with ProcessSampler() as sampler, DriverRssWatch() as rss_watch:
         start = time.monotonic()
         dataset = ray.data.read_images(input_uri, filesystem=filesystem, mode="RGB")
         for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
@@ -285,7 +292,8 @@ def measure_read_images(input_uri: str, count: int) -> dict:
     ray.shutdown()
     return {"images": count, "rows_read": rows, "first_row_s": round(first_s, 3) if first_s is not None else None,
             "ray_start_s": ray_start_s, "driver_rss_before_mib": rss_before,
-            **_driver_figures(sampler, count, end - start, high_water_mib),
+            **_driver_figures(sampler, rss_watch, {"read": (0.0, end - start + 1)}, count, end - start,
+                              high_water_mib),
             "driver_high_water_after_shutdown_mib": round(_high_water_mib(), 1),
             "load_avg_1_5_15_at_start": [round(x, 2) for x in load_start],
             "load_avg_1_5_15_at_end": [round(x, 2) for x in os.getloadavg()]}
