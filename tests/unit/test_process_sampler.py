@@ -6,10 +6,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
-from bench.measure import ProcessSampler, _memory_kib
+from bench.measure import DriverRssWatch, ProcessSampler, _memory_kib
 
 HELD_MIB = 64
 HOLDER = f"import sys; held = bytearray({HELD_MIB} << 20); print('ready', flush=True); sys.stdin.read()"
@@ -80,3 +81,20 @@ def test_cpu_profile_names_what_each_process_did() -> None:
     profile = sampler.peak()["cpu_s_by_process"]
     assert list(profile) == ["ray::MapBatches(Burn)"] and profile["ray::MapBatches(Burn)"] >= 0.45
     assert sum(profile.values()) == pytest.approx(sampler.cpu_s(), abs=0.01)
+
+
+def test_the_driver_watch_places_a_short_peak_in_its_phase() -> None:
+    """A peak of HELD_MIB lasting a tenth of a second, a second into the watch: seen, in the anonymous
+    memory, in the phase that held it, while the phase before stays below it."""
+    with DriverRssWatch() as watch:
+        time.sleep(1.1)
+        held = bytearray(HELD_MIB << 20)  # written: resident
+        time.sleep(0.1)
+        del held
+        time.sleep(0.1)
+    peaks = watch.peaks({"before": (0.0, 1.0), "peak": (1.0, 3.0)})
+    moment = peaks["driver_peak_moment"]
+    assert moment["phase"] == "peak" and moment["at_s"] == 1
+    assert moment["anon_mib"] >= HELD_MIB and moment["rss_mib"] == peaks["driver_peak_rss_mib_fine"]
+    assert peaks["driver_peak_rss_mib_fine_by_phase"]["before"] <= moment["rss_mib"] - HELD_MIB + 8
+    assert 0 < watch.cpu_s < 1
