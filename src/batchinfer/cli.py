@@ -159,8 +159,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _command(args: argparse.Namespace) -> int:
-    from batchinfer.lease import LeaseLost  # boto3 and pyarrow: imported once Ctrl-C is handled
-
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     try:
         if args.command == "check":
@@ -183,19 +181,28 @@ def _command(args: argparse.Namespace) -> int:
         else:
             print(f"{result.output_uri} is {result.status.value}; nothing to resume")
         return 0
-    except UserError as exc:
+    except Exception as exc:  # noqa: BLE001 - each kind of failure gets its line (`_failed`)
+        interrupts.raise_if_interrupted()  # a failure that follows Ctrl-C (Ray Data torn down) is the interruption
+        return _failed(exc)
+
+
+def _failed(exc: Exception) -> int:
+    """Print the one line a command that raised `exc` ends with (after a traceback, for a failure that is
+    neither the user's mistake nor explained by its own message); return its exit status."""
+    from batchinfer.lease import LeaseLost
+
+    if isinstance(exc, UserError):
         print(f"batchinfer: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
-    except Stalled as exc:  # the message says what the stuck stage waits for: no traceback
+    if isinstance(exc, Stalled):  # the message says what the stuck stage waits for
         print(f"batchinfer: error: {exc}", file=sys.stderr)
         return EXIT_FAILURE
-    except LeaseLost as exc:  # another run owns the output now: nothing to debug here
+    if isinstance(exc, LeaseLost):  # another run owns the output now: nothing to debug here
         print(f"batchinfer: job failed: {exc}", file=sys.stderr)
         return EXIT_FAILURE
-    except Exception as exc:  # noqa: BLE001 - not the user's mistake: traceback, then one clear line
-        traceback.print_exc()
-        print(f"batchinfer: job failed: {failure_reason(exc)}", file=sys.stderr)
-        return EXIT_FAILURE
+    traceback.print_exception(exc)
+    print(f"batchinfer: job failed: {failure_reason(exc)}", file=sys.stderr)
+    return EXIT_FAILURE
 
 
 if __name__ == "__main__":

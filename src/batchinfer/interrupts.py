@@ -209,8 +209,9 @@ def end_process() -> None:
 
 
 def raise_if_interrupted() -> None:
-    """KeyboardInterrupt if Ctrl-C came although none reached here (a library swallowed it)."""
-    if _STATE and _STATE.count:
+    """KeyboardInterrupt if Ctrl-C came although none reached here: a library swallowed it, or turned it
+    into an error of its own (Ray Data torn down mid-call): after a Ctrl-C, that error is the interruption."""
+    if _STATE and (_STATE.count or _STATE.handled):
         raise KeyboardInterrupt
 
 

@@ -1,7 +1,9 @@
-"""Ctrl-C handling (interrupts.py) in a process of its own, no Ray: a second Ctrl-C while the first one's
-unwinding hangs ends the process at once with the line that says so, whichever of the main thread's
-handler and the counting thread sees it first. The lease here is a stand-in whose release hangs, as a
-real one does on a frozen store (tests/reliability/test_interrupts.py freezes a real SeaweedFS)."""
+"""Ctrl-C handling (interrupts.py, cli.main) in a process of its own, no Ray: a second Ctrl-C while the
+first one's unwinding hangs ends the process at once with the line that says so, whichever of the main
+thread's handler and the counting thread sees it first; an error a library raises in place of the
+KeyboardInterrupt ends the command as interrupted. The lease and the job here are stand-ins (a release
+that hangs, as a real one does on a frozen store; a job that turns Ctrl-C into an error, as Ray Data
+torn down mid-call can): tests/reliability/test_interrupts.py interrupts real runs."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import subprocess
 import sys
 import time
 
-from batchinfer.interrupts import EXIT_INTERRUPTED, SAME_CTRL_C_S
+from batchinfer.interrupts import EXIT_INTERRUPTED, RESUME, SAME_CTRL_C_S
 
 HANGING_RELEASE = """
 import sys, time
@@ -59,3 +61,35 @@ def test_a_second_ctrl_c_while_the_release_hangs_stops_at_once() -> None:
     assert "(a second Ctrl-C: stopped at once)" in stderr, stderr
     assert "its lease on s3://bucket/out/ was left behind" in stderr, stderr
     assert "Traceback" not in stderr, stderr
+
+
+ERROR_IN_PLACE = """
+import sys, time
+from batchinfer import cli, pipeline
+
+def run_job(config):
+    try:
+        print("running", flush=True)
+        time.sleep(60)
+    except KeyboardInterrupt:
+        raise RuntimeError("the actor died") from None  # what a library may make of Ctrl-C
+
+pipeline.run_job = run_job
+sys.exit(cli.main())
+"""
+
+
+def test_an_error_raised_in_place_of_ctrl_c_ends_the_command_as_interrupted() -> None:
+    process = subprocess.Popen([sys.executable, "-c", ERROR_IN_PLACE, "run", "--input", "s3://bucket/in/",
+                                "--output", "s3://bucket/out/"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    try:
+        wait_for_line(process, "running")
+        os.kill(process.pid, signal.SIGINT)
+        status = process.wait(timeout=15)
+    finally:
+        process.kill()
+    stderr = process.stderr.read()
+    assert status == EXIT_INTERRUPTED, stderr
+    assert stderr.strip().splitlines()[-1] == f"batchinfer: interrupted; {RESUME}", stderr
+    assert "Traceback" not in stderr and "job failed" not in stderr, stderr
