@@ -38,24 +38,28 @@ with interrupts.handled(restore=False):
 """
 
 
-def wait_for_line(process: subprocess.Popen, expected: str) -> None:
-    line = process.stdout.readline()
-    assert line.strip() == expected, (line, process.stderr.read() if process.poll() is not None else "")
+def interrupted(script: str, *args: str, second_after: str | None = None) -> tuple[int, str]:
+    """Run `script` with `args`; Ctrl-C once it prints "running", and again once it prints `second_after`
+    (a separate Ctrl-C, not the same one seen twice). Its exit status and stderr."""
+    process = subprocess.Popen([sys.executable, "-c", script, *args], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        for expected in ("running", second_after):
+            if expected is None:
+                break
+            line = process.stdout.readline()
+            assert line.strip() == expected, (line, process.stderr.read() if process.poll() is not None else "")
+            if expected == second_after:
+                time.sleep(SAME_CTRL_C_S + 0.2)
+            os.kill(process.pid, signal.SIGINT)
+        status = process.wait(timeout=15)
+    finally:
+        process.kill()
+    return status, process.stderr.read()
 
 
 def test_a_second_ctrl_c_while_the_release_hangs_stops_at_once() -> None:
-    process = subprocess.Popen([sys.executable, "-c", HANGING_RELEASE], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
-    try:
-        wait_for_line(process, "running")
-        os.kill(process.pid, signal.SIGINT)
-        wait_for_line(process, "releasing")
-        time.sleep(SAME_CTRL_C_S + 0.2)  # a separate Ctrl-C, not the same one seen twice
-        os.kill(process.pid, signal.SIGINT)
-        status = process.wait(timeout=5)
-    finally:
-        process.kill()
-    stderr = process.stderr.read()
+    status, stderr = interrupted(HANGING_RELEASE, second_after="releasing")
     assert status == EXIT_INTERRUPTED, stderr
     assert stderr.count("batchinfer: interrupted") == 1, stderr
     assert "(a second Ctrl-C: stopped at once)" in stderr, stderr
@@ -80,16 +84,7 @@ sys.exit(cli.main())
 
 
 def test_an_error_raised_in_place_of_ctrl_c_ends_the_command_as_interrupted() -> None:
-    process = subprocess.Popen([sys.executable, "-c", ERROR_IN_PLACE, "run", "--input", "s3://bucket/in/",
-                                "--output", "s3://bucket/out/"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True)
-    try:
-        wait_for_line(process, "running")
-        os.kill(process.pid, signal.SIGINT)
-        status = process.wait(timeout=15)
-    finally:
-        process.kill()
-    stderr = process.stderr.read()
+    status, stderr = interrupted(ERROR_IN_PLACE, "run", "--input", "s3://bucket/in/", "--output", "s3://bucket/out/")
     assert status == EXIT_INTERRUPTED, stderr
     assert stderr.strip().splitlines()[-1] == f"batchinfer: interrupted; {RESUME}", stderr
     assert "Traceback" not in stderr and "job failed" not in stderr, stderr
