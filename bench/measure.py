@@ -185,17 +185,24 @@ class ProcessSampler:
 
 
 class DriverRssWatch:
-    """This process's RSS every `interval_s` (20 ms: a peak lasting a fraction of a second, which the
-    1 s ProcessSampler misses but the kernel's high-water mark keeps), by kind: anonymous (the heap),
-    file-backed, and shared memory (Ray's object store, mapped in when the driver reads an object).
-    Keeps the largest sample of each whole second since the start, so a peak can be placed in a phase."""
+    """This process's memory every `interval_s` (20 ms), by kind: anonymous (the heap), file-backed, and
+    shared memory (Ray's object store, mapped in when the driver reads an object). Each sample also
+    takes the kernel's high-water mark and resets it (`/proc/self/clear_refs` 5, Linux ≥ 4.0), so a
+    sample's peak is the true peak since the sample before, however short (a buffer mapped, filled and
+    unmapped between two samples included), not only the RSS at the sample. Keeps the largest sample of
+    each whole second since the start, so a peak can be placed in a phase. Where the mark cannot be reset,
+    a sample's peak is its RSS. While it runs, `getrusage`'s ru_maxrss only covers the time since its
+    last reset: `lifetime_peak_mib` is the process's whole-life peak."""
 
-    KINDS = ("VmRSS", "RssAnon", "RssFile", "RssShmem")
+    KINDS = ("VmHWM", "VmRSS", "RssAnon", "RssFile", "RssShmem")
 
     def __init__(self, interval_s: float = 0.02) -> None:
         self.interval_s = interval_s
-        self.by_second: dict[int, tuple[int, ...]] = {}  # second since start: (rss, anon, file, shmem) KiB
+        # second since start: (peak since the sample before, then RSS, anonymous, file, shared at the sample) KiB
+        self.by_second: dict[int, tuple[int, ...]] = {}
         self.cpu_s = 0.0  # the watching thread's own CPU seconds
+        self.resets = False  # whether each sample reset the high-water mark
+        self._before_kib = 0  # the high-water mark when the watch started
         self._started = time.monotonic()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="bench-driver-rss", daemon=True)
@@ -209,14 +216,28 @@ class DriverRssWatch:
                     values[name] = int(rest.split()[0])
         return tuple(values[kind] for kind in self.KINDS)
 
+    def _reset_high_water(self) -> bool:
+        try:
+            with open("/proc/self/clear_refs", "w") as clear_refs:
+                clear_refs.write("5")
+            return True
+        except OSError:
+            return False
+
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
-            sample, second = self._read(), int(time.monotonic() - self._started)
+            high_water, *now = self._read()
+            if self.resets:
+                self._reset_high_water()
+            sample = (max(high_water, now[0]) if self.resets else now[0], *now)
+            second = int(time.monotonic() - self._started)
             if sample[0] > self.by_second.get(second, (0,))[0]:
                 self.by_second[second] = sample
         self.cpu_s = time.thread_time()
 
     def __enter__(self) -> "DriverRssWatch":
+        self._before_kib = self._read()[0]
+        self.resets = self._reset_high_water()
         self._started = time.monotonic()
         self._thread.start()
         return self
@@ -225,9 +246,15 @@ class DriverRssWatch:
         self._stop.set()
         self._thread.join()
 
+    def lifetime_peak_mib(self) -> float:
+        """The process's peak RSS over its whole life so far, in MiB."""
+        peaks = [self._before_kib, self._read()[0], *(sample[0] for sample in self.by_second.values())]
+        return round(max(peaks) / 1024, 1)
+
     def peaks(self, phases: dict[str, tuple[float, float]]) -> dict:
-        """The peak sample overall (when, in which of `phases` — name: (start, end) in seconds since the
-        start — and by kind, MiB) and the peak RSS in each phase."""
+        """The peak overall (when, in which of `phases` — name: (start, end) in seconds since the start —
+        and the RSS by kind at the sample that saw it, MiB), the peak in each phase, and the peak before
+        the watch started."""
         def mib(kib: int) -> float:
             return round(kib / 1024, 1)
 
@@ -240,11 +267,13 @@ class DriverRssWatch:
         by_phase: dict[str, float] = {}
         for at, each in self.by_second.items():
             by_phase[phase_of(at)] = max(by_phase.get(phase_of(at), 0.0), mib(each[0]))
+        kinds = ("peak_mib", "rss_mib", "anon_mib", "file_mib", "shmem_mib")
         return {"driver_peak_rss_mib_fine": mib(sample[0]),
                 "driver_peak_moment": {"at_s": second, "phase": phase_of(second),
-                                       **{kind: mib(kib) for kind, kib in zip(("rss_mib", "anon_mib", "file_mib",
-                                                                               "shmem_mib"), sample)}},
-                "driver_peak_rss_mib_fine_by_phase": by_phase}
+                                       **{kind: mib(kib) for kind, kib in zip(kinds, sample)}},
+                "driver_peak_rss_mib_fine_by_phase": by_phase,
+                "driver_peak_rss_mib_before_watch": mib(self._before_kib),
+                "driver_peak_is_high_water": self.resets}
 
 
 class OutputWatcher:

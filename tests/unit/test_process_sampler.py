@@ -95,6 +95,22 @@ def test_the_driver_watch_places_a_short_peak_in_its_phase() -> None:
     peaks = watch.peaks({"before": (0.0, 1.0), "peak": (1.0, 3.0)})
     moment = peaks["driver_peak_moment"]
     assert moment["phase"] == "peak" and moment["at_s"] == 1
-    assert moment["anon_mib"] >= HELD_MIB and moment["rss_mib"] == peaks["driver_peak_rss_mib_fine"]
-    assert peaks["driver_peak_rss_mib_fine_by_phase"]["before"] <= moment["rss_mib"] - HELD_MIB + 8
+    assert moment["peak_mib"] == peaks["driver_peak_rss_mib_fine"] >= moment["rss_mib"]
+    assert moment["anon_mib"] >= HELD_MIB
+    assert peaks["driver_peak_rss_mib_fine_by_phase"]["before"] <= moment["peak_mib"] - HELD_MIB + 8
     assert 0 < watch.cpu_s < 1
+
+
+def test_the_driver_watch_sees_a_peak_shorter_than_its_interval() -> None:
+    """HELD_MIB allocated, written and freed between two samples half a second apart: the sample after
+    it still has it, from the kernel's high-water mark, which each sample resets."""
+    with DriverRssWatch(interval_s=0.5) as watch:
+        time.sleep(0.7)
+        before = watch._read()[1]
+        held = bytearray(HELD_MIB << 20)
+        del held
+        time.sleep(0.6)
+    if not watch.resets:
+        pytest.skip("this kernel does not let a process reset its high-water mark")
+    assert watch.peaks({"all": (0.0, 2.0)})["driver_peak_rss_mib_fine"] >= (before >> 10) + HELD_MIB - 1
+    assert watch.lifetime_peak_mib() >= (before >> 10) + HELD_MIB - 1
