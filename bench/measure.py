@@ -84,6 +84,14 @@ def _cpu_s(pid: int) -> float:
 _TICKS = os.sysconf("SC_CLK_TCK")
 
 
+def own_peak_rss_mib() -> float:
+    """This process's peak RSS as the kernel keeps it for its own memory (VmHWM), in MiB. Not getrusage's
+    ru_maxrss: that also holds the peak of the process this one was started from (exec keeps the old
+    image's high-water mark), e.g. a harness that listed a million keys before starting the driver."""
+    with open("/proc/self/status") as status:
+        return round(int(next(line for line in status if line.startswith("VmHWM:")).split()[1]) / 1024, 1)
+
+
 class ProcessSampler:
     """Samples, every `interval_s`, this process (or the processes in `roots`) and all its descendants
     (the driver, Ray's GCS/raylet/workers/object store), leaving out processes named in `exclude` and their subtrees
@@ -191,7 +199,7 @@ class DriverRssWatch:
     sample's peak is the true peak since the sample before, however short (a buffer mapped, filled and
     unmapped between two samples included), not only the RSS at the sample. Keeps the largest sample of
     each whole second since the start, so a peak can be placed in a phase. Where the mark cannot be reset,
-    a sample's peak is its RSS. While it runs, `getrusage`'s ru_maxrss only covers the time since its
+    a sample's peak is its RSS. While it runs, VmHWM (`own_peak_rss_mib`) only covers the time since its
     last reset: `lifetime_peak_mib` is the process's whole-life peak."""
 
     KINDS = ("VmHWM", "VmRSS", "RssAnon", "RssFile", "RssShmem")

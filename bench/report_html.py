@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import time
 from datetime import datetime, timedelta, timezone
@@ -33,6 +32,7 @@ from batchinfer.report import THUMBNAILS, write_report
 from batchinfer.columns import prediction_schema
 from batchinfer.layout import META_SUFFIX, SUCCESS, SUMMARY, Output
 from batchinfer.storage import resolve
+from bench.measure import own_peak_rss_mib
 
 RESULTS = Path(__file__).parent / "results"
 ROWS_PER_FILE = 10_000
@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         summary = synthetic_output(directory, args.rows)
     output = Output(resolve(str(directory), S3Options()), S3Options())
     load = os.getloadavg()
-    rss_before_mib = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    rss_before_mib = round(own_peak_rss_mib())
     clock, cpu = time.perf_counter(), time.process_time()
     where = write_report(output, summary)
     seconds, cpu_s = time.perf_counter() - clock, time.process_time() - cpu
@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     results = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "rows": args.rows,
                "files": len(summary["files"]), "parquet_mib": round(parquet_mib, 1), "report_s": round(seconds, 2),
                "cpu_s": round(cpu_s, 2),
-               "peak_rss_before_mib": rss_before_mib, "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024), "report_kib": round(size / 1024, 1), "report": where,
+               "peak_rss_before_mib": rss_before_mib, "peak_rss_mib": round(own_peak_rss_mib()), "report_kib": round(size / 1024, 1), "report": where,
                "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                            "load_avg_1_5_15_at_start": [round(x, 2) for x in load]},
                "command": f"python -m bench.report_html --rows {args.rows}",

@@ -28,7 +28,6 @@ import argparse
 import io
 import json
 import os
-import resource
 import shlex
 import shutil
 import subprocess
@@ -48,7 +47,7 @@ from batchinfer.pipeline import connect_ray, run_job
 from batchinfer.layout import Output
 from batchinfer.storage import resolve
 
-from bench.measure import DriverRssWatch, OutputWatcher, ProcessSampler
+from bench.measure import DriverRssWatch, OutputWatcher, ProcessSampler, own_peak_rss_mib
 from bench.photos import BUCKET
 from bench.report import scale_stage_table
 from bench.run import machine
@@ -195,11 +194,6 @@ def _rss_mib() -> float:
         return round(int(next(line for line in status if line.startswith("VmRSS:")).split()[1]) / 1024, 1)
 
 
-def _high_water_mib() -> float:
-    """This process's RSS high-water mark so far, as the kernel keeps it."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def _driver_figures(sampler: ProcessSampler, watch: DriverRssWatch, phases: dict[str, tuple[float, float]],
                     images: int, wall_s: float, high_water_mib: float) -> dict:
     """The driver's figures over the stage: `high_water_mib` read when the stage returned, before
@@ -254,7 +248,7 @@ def measure_job(input_uri: str, output_uri: str, model_uri: str, count: int, bat
         start = time.monotonic()
         summary = run_job(config).summary
         end = time.monotonic()
-    high_water_mib = max(_high_water_mib(), rss_watch.lifetime_peak_mib())
+    high_water_mib = max(own_peak_rss_mib(), rss_watch.lifetime_peak_mib())
     ray.shutdown()
     timed = "startup_s" in summary and "pipeline_s" in summary  # the job's own split, where it gives one
     pipeline_end = start + summary["startup_s"] + summary["pipeline_s"] if timed else end
@@ -270,7 +264,7 @@ def measure_job(input_uri: str, output_uri: str, model_uri: str, count: int, bat
             "job_images_per_s": summary.get("images_per_s"), "ray_start_s": ray_start_s,
             "driver_rss_before_mib": rss_before,
             **_driver_figures(sampler, rss_watch, phases, count, end - start, high_water_mib),
-            "driver_high_water_after_shutdown_mib": max(_high_water_mib(), rss_watch.lifetime_peak_mib()),
+            "driver_high_water_after_shutdown_mib": max(own_peak_rss_mib(), rss_watch.lifetime_peak_mib()),
             "load_avg_1_5_15_at_start": [round(x, 2) for x in load_start],
             "load_avg_1_5_15_at_end": [round(x, 2) for x in os.getloadavg()]}
 
@@ -288,13 +282,13 @@ def measure_read_images(input_uri: str, count: int) -> dict:
             first_s = first_s if first_s is not None else time.monotonic() - start
             rows += len(batch["image"])
         end = time.monotonic()
-    high_water_mib = max(_high_water_mib(), rss_watch.lifetime_peak_mib())
+    high_water_mib = max(own_peak_rss_mib(), rss_watch.lifetime_peak_mib())
     ray.shutdown()
     return {"images": count, "rows_read": rows, "first_row_s": round(first_s, 3) if first_s is not None else None,
             "ray_start_s": ray_start_s, "driver_rss_before_mib": rss_before,
             **_driver_figures(sampler, rss_watch, {"read": (0.0, end - start + 1)}, count, end - start,
                               high_water_mib),
-            "driver_high_water_after_shutdown_mib": max(_high_water_mib(), rss_watch.lifetime_peak_mib()),
+            "driver_high_water_after_shutdown_mib": max(own_peak_rss_mib(), rss_watch.lifetime_peak_mib()),
             "load_avg_1_5_15_at_start": [round(x, 2) for x in load_start],
             "load_avg_1_5_15_at_end": [round(x, 2) for x in os.getloadavg()]}
 

@@ -114,3 +114,16 @@ def test_the_driver_watch_sees_a_peak_shorter_than_its_interval() -> None:
         pytest.skip("this kernel does not let a process reset its high-water mark")
     assert watch.peaks({"all": (0.0, 2.0)})["driver_peak_rss_mib_fine"] >= (before >> 10) + HELD_MIB - 1
     assert watch.lifetime_peak_mib() >= (before >> 10) + HELD_MIB - 1
+
+
+def test_own_peak_is_this_process_not_the_one_that_started_it() -> None:
+    """A child started while this process holds 256 MiB (more than the child's own peak, about 100 MiB
+    with Ray imported): getrusage's ru_maxrss in the child includes this process's peak (exec keeps it),
+    its own_peak_rss_mib does not."""
+    held = bytearray(256 << 20)
+    child = ("import resource; from bench.measure import own_peak_rss_mib; "
+             "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024, own_peak_rss_mib())")
+    inherited, own = map(float, subprocess.run([sys.executable, "-c", child], capture_output=True, text=True,
+                                               check=True).stdout.split())
+    del held
+    assert inherited >= 256 and own < inherited - 128
