@@ -84,12 +84,17 @@ def _cpu_s(pid: int) -> float:
 _TICKS = os.sysconf("SC_CLK_TCK")
 
 
+def status_mib(name: str) -> float:
+    """One memory line of this process's /proc/self/status (VmRSS, VmHWM, ...), in MiB."""
+    with open("/proc/self/status") as status:
+        return round(int(next(line for line in status if line.startswith(f"{name}:")).split()[1]) / 1024, 1)
+
+
 def own_peak_rss_mib() -> float:
     """This process's peak RSS as the kernel keeps it for its own memory (VmHWM), in MiB. Not getrusage's
     ru_maxrss: that also holds the peak of the process this one was started from (exec keeps the old
     image's high-water mark), e.g. a harness that listed a million keys before starting the driver."""
-    with open("/proc/self/status") as status:
-        return round(int(next(line for line in status if line.startswith("VmHWM:")).split()[1]) / 1024, 1)
+    return status_mib("VmHWM")
 
 
 class ProcessSampler:

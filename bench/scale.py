@@ -47,7 +47,7 @@ from batchinfer.pipeline import connect_ray, run_job
 from batchinfer.layout import Output
 from batchinfer.storage import resolve
 
-from bench.measure import DriverRssWatch, OutputWatcher, ProcessSampler, own_peak_rss_mib
+from bench.measure import DriverRssWatch, OutputWatcher, ProcessSampler, status_mib
 from bench.photos import BUCKET
 from bench.report import scale_stage_table
 from bench.run import machine
@@ -188,12 +188,6 @@ def upload_model(client) -> str:
     return f"s3://{BUCKET}/{MODEL_KEY}"
 
 
-def _rss_mib() -> float:
-    """This process's RSS now (the driver before the run: interpreter and imports)."""
-    with open("/proc/self/status") as status:
-        return round(int(next(line for line in status if line.startswith("VmRSS:")).split()[1]) / 1024, 1)
-
-
 def _driver_figures(sampler: ProcessSampler, watch: DriverRssWatch, phases: dict[str, tuple[float, float]],
                     images: int, wall_s: float, high_water_mib: float) -> dict:
     """The driver's figures over the stage: `high_water_mib` read when the stage returned, before
@@ -242,13 +236,13 @@ def measure_job(input_uri: str, output_uri: str, model_uri: str, count: int, bat
                        rows_per_file=rows_per_file, overwrite=True, s3=s3)
     output = Output(resolve(output_uri, s3), s3)
     ray_start_s = start_ray()
-    load_start, rss_before = os.getloadavg(), _rss_mib()
+    load_start, rss_before = os.getloadavg(), status_mib("VmRSS")
     watcher = OutputWatcher(output.fs, output.staging_root, first_only=True)  # stops at the first file
     with ProcessSampler() as sampler, watcher, DriverRssWatch() as rss_watch:
         start = time.monotonic()
         summary = run_job(config).summary
         end = time.monotonic()
-    high_water_mib = max(own_peak_rss_mib(), rss_watch.lifetime_peak_mib())
+    high_water_mib = rss_watch.lifetime_peak_mib()
     ray.shutdown()
     timed = "startup_s" in summary and "pipeline_s" in summary  # the job's own split, where it gives one
     pipeline_end = start + summary["startup_s"] + summary["pipeline_s"] if timed else end
@@ -264,7 +258,7 @@ def measure_job(input_uri: str, output_uri: str, model_uri: str, count: int, bat
             "job_images_per_s": summary.get("images_per_s"), "ray_start_s": ray_start_s,
             "driver_rss_before_mib": rss_before,
             **_driver_figures(sampler, rss_watch, phases, count, end - start, high_water_mib),
-            "driver_high_water_after_shutdown_mib": max(own_peak_rss_mib(), rss_watch.lifetime_peak_mib()),
+            "driver_high_water_after_shutdown_mib": rss_watch.lifetime_peak_mib(),
             "load_avg_1_5_15_at_start": [round(x, 2) for x in load_start],
             "load_avg_1_5_15_at_end": [round(x, 2) for x in os.getloadavg()]}
 
@@ -273,7 +267,7 @@ def measure_read_images(input_uri: str, count: int) -> dict:
     """The anchor: ray.data.read_images over the same objects, iterated to the end in the driver."""
     filesystem = resolve(input_uri, S3Options.from_env()).filesystem
     ray_start_s = start_ray()
-    load_start, rss_before = os.getloadavg(), _rss_mib()
+    load_start, rss_before = os.getloadavg(), status_mib("VmRSS")
     first_s, rows = None, 0
     with ProcessSampler() as sampler, DriverRssWatch() as rss_watch:
         start = time.monotonic()
@@ -282,13 +276,13 @@ def measure_read_images(input_uri: str, count: int) -> dict:
             first_s = first_s if first_s is not None else time.monotonic() - start
             rows += len(batch["image"])
         end = time.monotonic()
-    high_water_mib = max(own_peak_rss_mib(), rss_watch.lifetime_peak_mib())
+    high_water_mib = rss_watch.lifetime_peak_mib()
     ray.shutdown()
     return {"images": count, "rows_read": rows, "first_row_s": round(first_s, 3) if first_s is not None else None,
             "ray_start_s": ray_start_s, "driver_rss_before_mib": rss_before,
             **_driver_figures(sampler, rss_watch, {"read": (0.0, end - start + 1)}, count, end - start,
                               high_water_mib),
-            "driver_high_water_after_shutdown_mib": max(own_peak_rss_mib(), rss_watch.lifetime_peak_mib()),
+            "driver_high_water_after_shutdown_mib": rss_watch.lifetime_peak_mib(),
             "load_avg_1_5_15_at_start": [round(x, 2) for x in load_start],
             "load_avg_1_5_15_at_end": [round(x, 2) for x in os.getloadavg()]}
 
