@@ -33,7 +33,7 @@ NODE_CPUS = 2
 WORKER = [f"--num-cpus={NODE_CPUS}", "--object-store-memory=300000000"]
 HEAD = ["--num-cpus=1", "--object-store-memory=300000000"]  # too small for a CPU inference actor
 # Enough work that the run outlasts a node joining on a loaded 2-core machine (ResNet-50 on CPU).
-PHOTOS = 900
+PHOTOS = 600
 JOB_ARGS = ["--model", "resnet50", "--weights", "none", "--batch-size", "16", "--top-k", "1"]
 
 

@@ -145,17 +145,18 @@ def failure_reason(exc: BaseException) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The `batchinfer` command; returns its exit status. Ctrl-C is handled as interrupts.py says. `argv`
-    None: this process is the command: Ctrl-C stays handled until it exits (Ray's exit hooks included),
-    and an interrupted command ends the process with its line; a caller that passes `argv` gets 130
-    back, and its own SIGINT handler."""
+    None: this process is the command, which ends it once its last line is out (interrupts.end_process:
+    no exit hooks, in which a Ctrl-C could still end it otherwise); a caller that passes `argv` gets
+    the status back, and its own SIGINT handler."""
     with interrupts.handled(restore=argv is not None):
         try:
-            return _command(build_parser().parse_args(argv))
+            status = _command(build_parser().parse_args(argv))
         except KeyboardInterrupt:
             interrupts.say(interrupts.interrupted_line())
-            if argv is None:
-                interrupts.end_process()
-            return interrupts.EXIT_INTERRUPTED
+            status = interrupts.EXIT_INTERRUPTED
+        if argv is None:
+            interrupts.end_process(status)
+        return status
 
 
 def _command(args: argparse.Namespace) -> int:

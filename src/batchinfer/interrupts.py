@@ -198,14 +198,16 @@ def say(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
 
-def end_process() -> None:
-    """End the interrupted command's process now, exit status 130, its output flushed. Ray's exit hooks
-    are skipped: they take seconds, and in a terminal Ray's core worker was seen to end the process with
-    status 1 as it shut down ("The core worker has already been shutdown"). A local Ray's processes end
-    with ours (Ray starts them with a parent-death signal); a joined cluster sees the driver gone."""
+def end_process(status: int) -> None:
+    """End the command's process now with `status`, its output flushed. Python's and Ray's exit hooks
+    are skipped: they take seconds, in which a Ctrl-C could still end a finished run otherwise (in a
+    terminal Ray's core worker was seen to end the process with status 1 as it shut down, "The core
+    worker has already been shutdown"; once Python finalizes, SIGINT is back to its default and kills the
+    process with no line, status -2). A local Ray's processes end with ours (Ray starts them with a
+    parent-death signal); a joined cluster sees the driver gone, as it does when the driver exits."""
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(EXIT_INTERRUPTED)
+    os._exit(status)
 
 
 def raise_if_interrupted() -> None:

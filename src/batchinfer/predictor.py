@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import socket
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -161,6 +163,10 @@ class Predictor:
         self.crop_size = loaded.transform.crop_size
         self.decoder = DeviceDecoder(loaded.transform, self.device)
         self.copy_stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
+        # An actor takes two calls at once (pipeline.ACTOR_CALLS_IN_FLIGHT): one prepares its batch while
+        # the other runs the model. On CPU the model's threads already fill the actor's cores: two forwards
+        # at once would run twice the threads on them, so the model runs one call at a time.
+        self.model_turn = threading.Lock() if self.device.type == "cpu" else contextlib.nullcontext()
 
     def to_device(self, images: np.ndarray) -> torch.Tensor:
         """(N, H, W, 3) uint8 on the host -> (N, 3, H, W) uint8 on the device (pinned, non-blocking)."""
@@ -246,7 +252,8 @@ class Predictor:
         labels, indices, scores = [None] * size, [None] * size, [None] * size
         topk_labels, topk_scores = [None] * size, [None] * size
         if len(rows):
-            top_scores, top_indices, decode_errors = self.classify(batch, rows)
+            with self.model_turn:
+                top_scores, top_indices, decode_errors = self.classify(batch, rows)
             for row, k_scores, k_indices, decode_error in zip(rows, top_scores, top_indices, decode_errors):
                 if decode_error is not None:
                     kinds[row], errors[row] = decode_error

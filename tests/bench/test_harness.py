@@ -52,8 +52,12 @@ def test_harness_writes_all_sections(tmp_path: Path) -> None:
     assert ratios["e2e_whole_over_ceiling"] == round(e2e["whole_run_images_per_s"] / ceiling["images_per_s"], 3)
     assert ratios["e2e_whole_over_baseline_whole"] == round(
         e2e["whole_run_images_per_s"] / results["baseline"]["whole_run_images_per_s"], 3)
+    cores, decode_rate = results["machine"]["cores"], results["decode"]["images_per_s_per_core"]
+    limit = cores / (cores / ceiling["images_per_s"] + 1 / decode_rate)
+    assert ratios["stage_sum_limit_images_per_s"] == round(limit, 2)
     assert set(ratios) == {f"e2e_{kind}_over_{reference}" for kind in ("steady", "pipeline", "whole")
-                           for reference in ("ceiling", f"baseline_{kind}")}
+                           for reference in ("ceiling", f"baseline_{kind}")} | {
+                               "stage_sum_limit_images_per_s", "e2e_steady_over_stage_sum_limit"}
     assert "model-only ceiling" in done.stdout and "naive baseline whole run" in done.stdout
 
     report = subprocess.run([sys.executable, "-m", "bench.report", str(result_file)], cwd=REPO,

@@ -3,7 +3,8 @@ first one's unwinding hangs ends the process at once with the line that says so,
 thread's handler and the counting thread sees it first; an error a library raises in place of the
 KeyboardInterrupt ends the command as interrupted. The lease and the job here are stand-ins (a release
 that hangs, as a real one does on a frozen store; a job that turns Ctrl-C into an error, as Ray Data
-torn down mid-call can): tests/reliability/test_interrupts.py interrupts real runs."""
+torn down mid-call can). A finished command ends its process without exit hooks, where a Ctrl-C could
+still end it with no line. tests/reliability/test_interrupts.py interrupts real runs."""
 
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ with interrupts.handled(restore=False):
             time.sleep(60)
     except KeyboardInterrupt:
         interrupts.say(interrupts.interrupted_line())
-        interrupts.end_process()
+        interrupts.end_process(interrupts.EXIT_INTERRUPTED)
 """
 
 
@@ -88,3 +89,26 @@ def test_an_error_raised_in_place_of_ctrl_c_ends_the_command_as_interrupted() ->
     assert status == EXIT_INTERRUPTED, stderr
     assert stderr.strip().splitlines()[-1] == f"batchinfer: interrupted; {RESUME}", stderr
     assert "Traceback" not in stderr and "job failed" not in stderr, stderr
+
+
+FINISHED_WITH_EXIT_HOOK = """
+import atexit, sys
+from batchinfer import cli, pipeline
+
+atexit.register(lambda: print("exit hook ran", flush=True))  # as Ray's own (ray.shutdown), seconds long
+
+def run_job(config):
+    return pipeline.JobResult(pipeline.JobStatus.ALREADY_COMPLETE, config.output_uri)
+
+pipeline.run_job = run_job
+sys.exit(cli.main())
+"""
+
+
+def test_a_finished_command_ends_its_process_before_any_exit_hook() -> None:
+    """Once the command's last line is out, no exit hook runs (Ray's take seconds; a Ctrl-C in them, or
+    once Python has given SIGINT back its default, ended a finished run with no line: status -2)."""
+    done = subprocess.run([sys.executable, "-c", FINISHED_WITH_EXIT_HOOK, "run", "--input", "s3://bucket/in/",
+                           "--output", "s3://bucket/out/"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines() == ["s3://bucket/out/ is already complete; nothing to resume"]
