@@ -36,9 +36,11 @@ def run_table(results: dict, source: str) -> str:
                      f"{d['images']} images on one thread, CPU time | {_memory(d)} |")
     if "ceiling" in results:
         c = results["ceiling"]
+        pool = (f"; a pool of {c['actors']} actors: {c['actors']} × {_fmt(c['images_per_s_per_actor'])}, each timed "
+                "alone" if c.get("actors", 1) > 1 else "")  # runs before pools have no such figure
         lines.append(f"| model-only ceiling | {_fmt(c['images_per_s'])} | Predictor.forward, {c['precision']}, "
-                     f"{c['memory_format']}, batch {c['batch_size']}, {c['threads']} threads, {c['images']} images | "
-                     f"{_memory(c)} |")
+                     f"{c['memory_format']}, batch {c['batch_size']}, {c['threads']} threads, {c['images']} images"
+                     f"{pool} | {_memory(c)} |")
         if "unfolded_images_per_s" in c:  # runs before Conv+BatchNorm folding have no such figure
             lines.append(f"| model-only, BatchNorm not folded | {_fmt(c['unfolded_images_per_s'])} | the same, "
                          "eager model as built (reference) | |")
@@ -47,6 +49,8 @@ def run_table(results: dict, source: str) -> str:
         memory = _memory(e)
         lines += [f"| batchinfer, steady state | {_fmt(e['steady_images_per_s'])} | after the first output "
                   f"batch ({_fmt(e['first_output_s'])} s after start) | {memory} |",
+                  *([f"| batchinfer, middle half | {_fmt(e['middle_half_images_per_s'])} | from a quarter to three "
+                     "quarters of the output rows seen | |"] if "middle_half_images_per_s" in e else []),
                   f"| batchinfer, pipeline | {_fmt(e['job_images_per_s'])} | job's own images_per_s "
                   f"(pipeline_s {_fmt(e['job_pipeline_s'])} s) | |",
                   f"| batchinfer, whole run | {_fmt(e['whole_run_images_per_s'])} | {_fmt(e['whole_run_s'])} s "

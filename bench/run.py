@@ -62,6 +62,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="SeaweedFS data (images are reused between runs) and Ray's temp dir")
     parser.add_argument("--results", default=str(RESULTS), help="folder for the JSON (default bench/results)")
     parser.add_argument("--label", default="", help="suffix for the JSON file name")
+    parser.add_argument("--num-workers", type=int, default=None,
+                        help="the job's --num-workers: a fixed pool of N inference actors (default: the job's)")
+    parser.add_argument("--num-cpus-per-worker", type=float, default=None,
+                        help="the job's --num-cpus-per-worker (torch threads = its ceiling; default: the job's)")
     args = parser.parse_args(argv)
     args.stages = [stage.strip() for stage in args.stages.split(",") if stage.strip()]
     unknown = set(args.stages) - set(STAGES)
@@ -88,7 +92,9 @@ def job_config(args: argparse.Namespace, s3: S3Options, input_uri: str, output_u
     """The job exactly as `batchinfer run --model M --weights none --batch-size B` runs it; one output file
     per inference batch, so the harness can see when each batch lands."""
     return JobConfig(input_uri=input_uri, output_uri=output_uri, model=args.model, weights="none",
-                     batch_size=args.batch_size, rows_per_file=args.batch_size, overwrite=True, s3=s3)
+                     batch_size=args.batch_size, rows_per_file=args.batch_size, overwrite=True, s3=s3,
+                     num_workers=(args.num_workers,) * 2 if args.num_workers else None,
+                     num_cpus_per_worker=args.num_cpus_per_worker)
 
 
 def fresh_ray(ray_tmp: Path) -> None:
@@ -97,15 +103,15 @@ def fresh_ray(ray_tmp: Path) -> None:
     os.environ.update(RAY_TMPDIR=str(ray_tmp), RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="disabled")
 
 
-def actor_settings(config: JobConfig) -> InferenceSettings:
-    """What the job gives its inference actors (as build_dataset builds them), from plan_resources on a
-    fresh local Ray, as run_job does."""
+def actor_settings(config: JobConfig) -> tuple[InferenceSettings, int]:
+    """What the job gives each inference actor (as build_dataset builds them) and how many actors, from
+    plan_resources on a fresh local Ray, as run_job does."""
     connect_ray()
     try:
         resources = plan_resources(config)
     finally:
         ray.shutdown()
-    return inference_settings(config, resources)
+    return inference_settings(config, resources), resources.actors
 
 
 def measure_decode(preprocessor: Preprocessor, payloads: list[bytes]) -> tuple[dict, np.ndarray]:
@@ -121,10 +127,12 @@ def measure_decode(preprocessor: Preprocessor, payloads: list[bytes]) -> tuple[d
 
 
 def measure_ceiling(request: ModelRequest, settings: InferenceSettings, crops: np.ndarray, batch_size: int,
-                    images: int) -> dict:
+                    images: int, actors: int = 1) -> dict:
     """The job's own Predictor.forward on ready uint8 batches (normalize, forward, softmax, top-k); and,
     to show what folding BatchNorm gives, the same with the eager model as built. Both are built and
-    warmed up first, then timed in turns (half the batches each turn) so drift hits both alike."""
+    warmed up first, then timed in turns (half the batches each turn) so drift hits both alike. With a
+    pool of `actors`, the ceiling is `actors` times one actor's rate (an upper bound: one actor timed
+    alone, with the machine to itself)."""
     batches = max(2, math.ceil(images / batch_size))
     ready = [np.ascontiguousarray(np.resize(crops, (batch_size, *crops.shape[1:]))) for _ in range(batches)]
     with ProcessSampler() as memory:
@@ -139,11 +147,12 @@ def measure_ceiling(request: ModelRequest, settings: InferenceSettings, crops: n
                     predictor.forward(batch)
                 seconds[name] += time.perf_counter() - start
     counted = batches * batch_size
-    return {"images": counted, "batch_size": batch_size, "threads": torch.get_num_threads(),
+    return {"images": counted, "batch_size": batch_size, "threads": torch.get_num_threads(), "actors": actors,
             "device": settings.device, "memory_format": "channels_last", "conv_bn_folded": settings.fuse,
             "precision": resolve_precision(settings.precision, torch.device(settings.device)),
-            "seconds": round(seconds["job"], 3), "images_per_s": round(counted / seconds["job"], 2),
-            "unfolded_images_per_s": round(counted / seconds["eager"], 2), **memory.peak()}
+            "seconds": round(seconds["job"], 3), "images_per_s_per_actor": round(counted / seconds["job"], 2),
+            "images_per_s": round(actors * counted / seconds["job"], 2),
+            "unfolded_images_per_s": round(actors * counted / seconds["eager"], 2), **memory.peak()}
 
 
 def timed_run(run, count: int, watch_uri: str, s3: S3Options) -> dict:
@@ -162,12 +171,29 @@ def timed_run(run, count: int, watch_uri: str, s3: S3Options) -> dict:
     first_seen, first_rows = batches[0] if batches else (pipeline_end, count)
     first_seen = min(first_seen, pipeline_end)  # seen by a poll after the end: it landed before the end
     steady_s = pipeline_end - first_seen
+    middle = middle_half_rate(batches, count)
     return {"images": count, "whole_run_s": round(end - start, 3),
             "whole_run_images_per_s": round(count / (end - start), 2),
             "first_output_s": round(first_seen - start, 3), "first_output_rows": first_rows,
             "output_batches_seen": len(batches),
             "steady_images_per_s": round((count - first_rows) / steady_s, 2) if steady_s > 0 else None,
+            "middle_half_images_per_s": middle,
             "object_store_spilled_mib": spilled, **result, **memory.peak()}
+
+
+def middle_half_rate(batches: list[tuple[float, int]], count: int) -> float | None:
+    """The marginal rate: images per second between the moments the output reached a quarter and three
+    quarters of `count` rows (output files as seen, in order: (seconds, rows)); None when fewer than two
+    files fall apart. Unlike the steady state it is not lifted by a late first file and a burst after it."""
+    seen, total = [], 0
+    for moment, rows in batches:
+        total += rows
+        seen.append((moment, total))
+    quarter = next(((moment, rows) for moment, rows in seen if rows >= count / 4), None)
+    three_quarters = next(((moment, rows) for moment, rows in seen if rows >= 3 * count / 4), None)
+    if quarter is None or three_quarters is None or three_quarters[0] <= quarter[0]:
+        return None
+    return round((three_quarters[1] - quarter[1]) / (three_quarters[0] - quarter[0]), 2)
 
 
 def measure_e2e(config: JobConfig, count: int) -> dict:
@@ -223,6 +249,7 @@ def ratios(results: dict) -> dict:
         limit = stage_sum_limit(results["machine"]["cores"], ceiling["images_per_s"], decode["images_per_s_per_core"])
         out["stage_sum_limit_images_per_s"] = round(limit, 2)
         out["e2e_steady_over_stage_sum_limit"] = _ratio(e2e["steady_images_per_s"], limit)
+        out["e2e_middle_half_over_stage_sum_limit"] = _ratio(e2e.get("middle_half_images_per_s"), limit)
     if e2e and baseline:
         for kind, key, base_key in (("steady", "steady_images_per_s", "steady_images_per_s"),
                                     ("pipeline", "job_images_per_s", "pipeline_images_per_s"),
@@ -244,8 +271,10 @@ def table(results: dict) -> str:
                      f"{d['images']} JPEGs, {d['mean_jpeg_bytes'] // 1000} KB avg", f"{d['peak_pss_mib']:.0f}"))
     if "ceiling" in results:
         c = results["ceiling"]
+        pool = f", {c['actors']} actors × {c['images_per_s_per_actor']:.1f}" if c["actors"] > 1 else ""
         rows.append(("model-only ceiling", f"{c['images_per_s']:.1f}",
-                     f"{c['precision']}, batch {c['batch_size']}, {c['threads']} threads", f"{c['peak_pss_mib']:.0f}"))
+                     f"{c['precision']}, batch {c['batch_size']}, {c['threads']} threads{pool}",
+                     f"{c['peak_pss_mib']:.0f}"))
         rows.append(("model-only, BatchNorm not folded", f"{c['unfolded_images_per_s']:.1f}", "reference", ""))
     for name in ("e2e", "baseline"):
         if name in results:
@@ -268,6 +297,7 @@ def main(argv: list[str] | None = None) -> int:
                      "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
                      "settings": {"count": args.count, "size": list(args.size), "model": args.model,
                                   "batch_size": args.batch_size, "baseline_batch_size": args.baseline_batch_size,
+                                  "num_workers": args.num_workers, "num_cpus_per_worker": args.num_cpus_per_worker,
                                   "weights": "none", "stages": args.stages}}
     workdir = Path(args.workdir)
     ray_tmp = Path(tempfile.mkdtemp(prefix="bi-bench-", dir="/tmp"))  # short: Ray socket paths < 108 bytes
@@ -299,8 +329,9 @@ def main(argv: list[str] | None = None) -> int:
             if "decode" not in args.stages:
                 del results["decode"]
         if "ceiling" in args.stages:
-            settings = actor_settings(config)
-            results["ceiling"] = measure_ceiling(request, settings, crops, args.batch_size, min(args.count, 400))
+            settings, actors = actor_settings(config)
+            results["ceiling"] = measure_ceiling(request, settings, crops, args.batch_size, min(args.count, 400),
+                                                 actors)
             print(f"ceiling: {results['ceiling']['images_per_s']} images/s (BatchNorm not folded: "
                   f"{results['ceiling']['unfolded_images_per_s']})", flush=True)
         if "e2e" in args.stages:

@@ -57,7 +57,8 @@ def test_harness_writes_all_sections(tmp_path: Path) -> None:
     assert ratios["stage_sum_limit_images_per_s"] == round(limit, 2)
     assert set(ratios) == {f"e2e_{kind}_over_{reference}" for kind in ("steady", "pipeline", "whole")
                            for reference in ("ceiling", f"baseline_{kind}")} | {
-                               "stage_sum_limit_images_per_s", "e2e_steady_over_stage_sum_limit"}
+                               "stage_sum_limit_images_per_s", "e2e_steady_over_stage_sum_limit",
+                               "e2e_middle_half_over_stage_sum_limit"}
     assert "model-only ceiling" in done.stdout and "naive baseline whole run" in done.stdout
 
     report = subprocess.run([sys.executable, "-m", "bench.report", str(result_file)], cwd=REPO,
