@@ -36,7 +36,7 @@ RESUME = "rerun with --resume to keep what was finished"
 RUN_STARTED = "batchinfer: run "                # printed once the run holds the output's lease
 DATASET_STARTED = "Starting execution of Dataset"  # Ray Data: a dataset starts executing
 COMMITTING = "batchinfer: committing "
-FROZEN_PHOTOS = 240  # the frozen-store tests' input
+LONG_PHOTOS = 240  # the input of the mid-pipeline and frozen-store tests (`long_store`)
 SUMMARY_DELAY_S = 4.0  # the commit test's store holds the summary's write this long: Ctrl-C lands mid-commit
 
 
@@ -153,18 +153,21 @@ def test_ctrl_c_while_listing(store, cluster, photos, tmp_path) -> None:
 
 
 @pytest.mark.slow
-def test_ctrl_c_mid_pipeline(store, cluster, photos, tmp_path) -> None:
+def test_ctrl_c_mid_pipeline(long_store, cluster, tmp_path) -> None:
     """Ctrl-C with results staged and more to do: nothing is committed, and `--resume` keeps what was
     staged and classifies only the rest."""
-    args = args_for(photos, "pipeline/")
-    driver = Driver(args, job_env(store, cluster), tmp_path / "interrupted", own_group=True)
-    driver.wait_for_staged_files(store, BUCKET, "pipeline/", 1)
+    args = args_for(f"s3://{BUCKET}/photos/", "pipeline/")
+    driver = Driver(args, job_env(long_store, cluster), tmp_path / "interrupted", own_group=True)
+    driver.wait_for_staged_files(long_store, BUCKET, "pipeline/", 1)
     status, took = ctrl_c(driver)
+    assert COMMITTING not in driver.stdout, "the pipeline had ended before Ctrl-C"
     assert_interrupted(driver, status)
-    assert not keys(store, BUCKET, "pipeline/_SUCCESS")
+    assert not keys(long_store, BUCKET, "pipeline/_SUCCESS")
     print(f"pipeline: exit {status} {took:.1f} s after Ctrl-C")
-    summary = resume_completes(store, args, job_env(store, cluster), tmp_path / "resumed")
-    assert 0 < summary["resumed_rows"] and summary["processed_this_run"] == PHOTOS - summary["resumed_rows"]
+    summary = resume_completes(long_store, args, job_env(long_store, cluster), tmp_path / "resumed",
+                               inputs=LONG_PHOTOS)
+    assert 0 < summary["resumed_rows"]
+    assert summary["processed_this_run"] == LONG_PHOTOS - summary["resumed_rows"]
 
 
 class SlowSummary(S3Forwarder):
@@ -231,12 +234,13 @@ def test_ctrl_c_at_random_moments(store, cluster, photos, tmp_path) -> None:
 
 
 @pytest.fixture
-def frozen_store(tmp_path) -> SeaweedServer:
-    """A SeaweedFS server of the test's own, to freeze, with FROZEN_PHOTOS photos: enough that the
-    pipeline is still running when the first staged file is seen."""
+def long_store(tmp_path) -> SeaweedServer:
+    """A SeaweedFS server of the test's own with LONG_PHOTOS photos: enough that the pipeline is still
+    running when the first staged file is seen (the 48 of `photos` can all be classified within a second
+    of it); the frozen-store tests freeze it."""
     server = SeaweedServer(workdir=tmp_path / "s3").start()
     upload(server, BUCKET, {f"photos/{index:04d}.jpg": data
-                            for index, data in enumerate(photo_crops(FROZEN_PHOTOS, 96))})
+                            for index, data in enumerate(photo_crops(LONG_PHOTOS, 96))})
     yield server
     server.stop()
 
@@ -262,27 +266,27 @@ def interrupted_while_frozen(server: SeaweedServer, cluster, prefix: str, logdir
 
 
 @pytest.mark.slow
-def test_ctrl_c_while_the_store_is_frozen(frozen_store, cluster, tmp_path) -> None:
+def test_ctrl_c_while_the_store_is_frozen(long_store, cluster, tmp_path) -> None:
     """Ctrl-C mid-pipeline with the object store frozen: unwinding waits on the store, so the run stops
     GRACE_S after Ctrl-C, exit 130, saying the lease was left behind; once the store is back,
     `--resume --wait-for-lease` completes the output."""
-    driver, args, status = interrupted_while_frozen(frozen_store, cluster, "frozen/", tmp_path / "first", None)
+    driver, args, status = interrupted_while_frozen(long_store, cluster, "frozen/", tmp_path / "first", None)
     assert_interrupted(driver, status)
     assert f"(still running {GRACE_S:g} s after Ctrl-C: stopped at once)" in last_line(driver)
     assert "was left behind" in last_line(driver) and "--wait-for-lease 60" in last_line(driver)
-    resume_completes(frozen_store, args, job_env(frozen_store, cluster), tmp_path / "resumed",
-                     "--wait-for-lease", "60", inputs=FROZEN_PHOTOS)
+    resume_completes(long_store, args, job_env(long_store, cluster), tmp_path / "resumed",
+                     "--wait-for-lease", "60", inputs=LONG_PHOTOS)
 
 
 @pytest.mark.slow
-def test_second_ctrl_c_stops_at_once(frozen_store, cluster, tmp_path) -> None:
+def test_second_ctrl_c_stops_at_once(long_store, cluster, tmp_path) -> None:
     """A second Ctrl-C while the first one's unwinding waits (on a frozen store): exit 130 at once, the
     line says so and that the lease was left behind. The output is left as the test above leaves it (staged
     files, the lease, nothing committed), which `--resume --wait-for-lease` completes there."""
-    driver, _, status = interrupted_while_frozen(frozen_store, cluster, "twice/", tmp_path / "first", 1.0)
+    driver, _, status = interrupted_while_frozen(long_store, cluster, "twice/", tmp_path / "first", 1.0)
     assert_interrupted(driver, status)
     assert "(a second Ctrl-C: stopped at once)" in last_line(driver)
     assert "was left behind" in last_line(driver) and "--wait-for-lease 60" in last_line(driver)
-    assert keys(frozen_store, BUCKET, meta("twice/") + LEASE)
-    assert keys(frozen_store, BUCKET, meta("twice/") + "staging/")
-    assert not keys(frozen_store, BUCKET, "twice/_SUCCESS")
+    assert keys(long_store, BUCKET, meta("twice/") + LEASE)
+    assert keys(long_store, BUCKET, meta("twice/") + "staging/")
+    assert not keys(long_store, BUCKET, "twice/_SUCCESS")
