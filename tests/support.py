@@ -288,7 +288,10 @@ class LocalRayCluster:
             pass
         node.wait()
 
-    def stop(self) -> None:
+    def stop(self, grace_s: float = 5) -> None:
+        """SIGTERM every node, then SIGKILL the groups of those still up after `grace_s` in all: a
+        `ray start --block` worker node takes about 30 s to end on SIGTERM, and a test cluster keeps
+        nothing worth that wait (the fault tests kill nodes outright)."""
         if ray.is_initialized():
             ray.shutdown()
         for node in reversed(self.nodes):
@@ -296,9 +299,10 @@ class LocalRayCluster:
                 os.killpg(node.pid, signal.SIGTERM)
             except ProcessLookupError:
                 continue
+        deadline = time.monotonic() + grace_s
         for node in reversed(self.nodes):
             try:
-                node.wait(timeout=15)
+                node.wait(timeout=max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 self.kill_node(node)
         self.nodes.clear()

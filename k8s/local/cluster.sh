@@ -44,6 +44,7 @@ NODE_IP=10.88.0.1
 SINK_LINK=bisink0
 SINK_NETNS=batchinfer-sink
 GUARD_CHAIN=BATCHINFER-GUARD
+GUARD_HOST_CHAIN=BATCHINFER-GUARD-HOST
 APISERVER_PORT=6443
 ETCD_PORT=2379
 ETCD_PEER_PORT=2380
@@ -217,6 +218,12 @@ guard_up() {
     iptables -A "$GUARD_CHAIN" -o "$out" -m limit --limit 10/min -j LOG --log-prefix "batchinfer-guard: "
     iptables -A "$GUARD_CHAIN" -o "$out" -j DROP
     iptables -C FORWARD -j "$GUARD_CHAIN" 2>/dev/null || iptables -I FORWARD 1 -j "$GUARD_CHAIN"
+    # The same asker on this host: every Ray head started here (the job's local Ray, the tests'
+    # clusters) asks it as well. Refused at once from the host too (the mangle drop would count it
+    # as a leak, and Ray would wait its 1 s timeout twice); counted apart.
+    iptables -N "$GUARD_HOST_CHAIN" 2>/dev/null || iptables -F "$GUARD_HOST_CHAIN"
+    iptables -A "$GUARD_HOST_CHAIN" -o "$out" -d 169.254.169.254/32 -p tcp -j REJECT --reject-with tcp-reset
+    iptables -C OUTPUT -j "$GUARD_HOST_CHAIN" 2>/dev/null || iptables -I OUTPUT 1 -j "$GUARD_HOST_CHAIN"
     # Sink routes: the service and fake-node ranges (and the pod range, behind the bridge's own
     # route) go into a veth whose peer sits in a namespace with no routes, so they end there.
     if ! ip link show "$SINK_LINK" >/dev/null 2>&1; then
@@ -248,6 +255,7 @@ guard_report() {  # the guard's counters and routes, one line each (the e2e pars
     iptables -t mangle -L "$GUARD_CHAIN" -nvx 2>/dev/null | awk -v o="$out" 'NR > 2 && $3 == "DROP" {print "drop", "mangle", o, $9, $1}'
     iptables -L "$GUARD_CHAIN" -nvx 2>/dev/null | awk -v o="$out" 'NR > 2 && $3 == "DROP" {print "drop", "forward", o, "0.0.0.0/0", $1}
                                                           NR > 2 && $3 == "REJECT" {print "refused", "forward", o, $9, $1}'
+    iptables -L "$GUARD_HOST_CHAIN" -nvx 2>/dev/null | awk -v o="$out" 'NR > 2 && $3 == "REJECT" {print "refused", "output", o, $9, $1}'
     for cidr in $POD_CIDR $SERVICE_CIDR $FAKE_NODE_POD_CIDR; do
         echo "route $cidr $(ip -4 route get "${cidr%/*}" | head -1 | sed -n 's/.* dev \([^ ]*\).*/\1/p')"
     done
@@ -264,6 +272,8 @@ guard_down() {
     iptables -t mangle -F "$GUARD_CHAIN" 2>/dev/null && iptables -t mangle -X "$GUARD_CHAIN"
     while iptables -D FORWARD -j "$GUARD_CHAIN" 2>/dev/null; do :; done
     iptables -F "$GUARD_CHAIN" 2>/dev/null && iptables -X "$GUARD_CHAIN"
+    while iptables -D OUTPUT -j "$GUARD_HOST_CHAIN" 2>/dev/null; do :; done
+    iptables -F "$GUARD_HOST_CHAIN" 2>/dev/null && iptables -X "$GUARD_HOST_CHAIN"
     return 0
 }
 

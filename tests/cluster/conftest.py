@@ -84,6 +84,17 @@ class Cluster:
         raise AssertionError(f"RayJob {name} not in {until} after {timeout:.0f} s: {json.dumps(job.get('status'))}\n"
                              + self.diagnose(namespace))
 
+    def new_rayjob(self, command: str, selector: str, namespace: str = NAMESPACE) -> dict:
+        """Run a user's `command`; the one RayJob it made (among those `selector` matches), once KubeRay
+        has taken it up. A RayJob the command replaced may still be listed for a while (KubeRay's
+        finalizer deletes its Ray cluster first): only a name that was not there before counts."""
+        before = {job["metadata"]["name"] for job in self.rayjobs(selector, namespace)}
+        self.sh(command)
+        new = [job["metadata"]["name"] for job in self.rayjobs(selector, namespace)
+               if job["metadata"]["name"] not in before]
+        assert len(new) == 1, f"$ {command}\nmade RayJobs {new}, expected one new one (there were {sorted(before)})"
+        return self.wait_started(new[0], namespace)
+
     def wait_started(self, name: str, namespace: str = NAMESPACE, timeout: float = 120) -> dict:
         """Wait until KubeRay has taken up the RayJob (a Ray cluster is being made for it): the check for
         a run that a command started, where the e2e does not need its end."""
@@ -146,7 +157,7 @@ NO_IMAGE_BUILD = {"make image": "cluster-up built the image and imported it into
 
 
 def uninstall(cluster: Cluster, release: str = "classify") -> None:
-    cluster.sh(f"helm uninstall {release} -n {NAMESPACE} --wait --timeout 3m")
+    cluster.sh(f"helm uninstall {release} -n {NAMESPACE} --ignore-not-found --wait --timeout 3m")
     cluster.wait_gone(f"pods -l app.kubernetes.io/instance={release}")
 
 

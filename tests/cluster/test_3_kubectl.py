@@ -62,9 +62,8 @@ def test_kubectl_rerun_block(cluster: Cluster, seeded, tmp_path) -> None:
                "k8s/rayjob.yaml": manifest}
     started = []
     for command in one_by_one(docblocks.block("kubectl-rerun")):
-        cluster.sh(docblocks.script(command, replace={k: v for k, v in replace.items() if k in command.text}))
-        (job,) = cluster.rayjobs("app.kubernetes.io/instance")
-        started.append(cluster.wait_started(job["metadata"]["name"])["metadata"]["name"])
+        script = docblocks.script(command, replace={k: v for k, v in replace.items() if k in command.text})
+        started.append(cluster.new_rayjob(script, "app.kubernetes.io/instance")["metadata"]["name"])
         cluster.sh(f"kubectl -n {NAMESPACE} delete rayjob {started[-1]} --wait")
     assert started[0].startswith("classify-batchinfer-") and started[1] == f"{PLAIN}-run-0002", started
     cluster.sh(f"kubectl -n {NAMESPACE} delete serviceaccount,networkpolicy,poddisruptionbudget -l app.kubernetes.io/instance --wait",

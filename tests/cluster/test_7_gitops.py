@@ -21,11 +21,12 @@ from tests.chart.tools import ensure_lupa
 from tests.cluster.conftest import NAMESPACE, ROOT, Cluster
 
 GITOPS = ROOT / "k8s" / "gitops"
+LOCAL = {"image": {"repository": "batchinfer", "tag": "0.1.0", "pullPolicy": "Never"},
+         "job": {"input": "s3://batchinfer/images/", "output": "s3://batchinfer/nightly/"}}
 # The Application turns autoscaling on: its sidecar (250m) needs the head to give up as much on 2 CPUs.
 # Its worker group (`gpu`, on the CPU here) is the run's one worker: the kind values' `cpu` group goes.
-LOCAL = {"image": {"repository": "batchinfer", "tag": "0.1.0", "pullPolicy": "Never"},
-         "job": {"input": "s3://batchinfer/images/", "output": "s3://batchinfer/nightly/"},
-         "head": {"cpu": "500m"}, "workerGroups": {"cpu": None}}
+# (The HelmRelease names no group: its run's worker is the kind values' `cpu` group.)
+ARGOCD_LOCAL = {"head": {"cpu": "500m"}, "workerGroups": {"cpu": None}}
 
 
 def _yaml_docs(name: str) -> list[dict]:
@@ -39,10 +40,10 @@ def _merge(base: dict, over: dict) -> dict:
     return out
 
 
-def _values_file(cluster: Cluster, tmp_path, name: str, values: dict) -> str:
+def _values_file(cluster: Cluster, tmp_path, name: str, values: dict, extra: dict | None = None) -> str:
     local = {**values, "s3": {**values.get("s3", {}), "endpoint": cluster.env["BATCHINFER_S3_ENDPOINT"]}}
     path = tmp_path / name
-    path.write_text(yaml.safe_dump(_merge(local, LOCAL)))
+    path.write_text(yaml.safe_dump(_merge(_merge(local, LOCAL), extra or {})))
     return str(path)
 
 
@@ -79,6 +80,7 @@ def test_flux_helmrelease_runs_and_the_nightly_rerun_starts_a_new_run(cluster: C
     second = reconcile()
     assert second == "20261207" != first
     job = cluster.wait_started(f"{name}-{second}")
+    cluster.wait_gone(f"rayjob {name}-{first}")  # the release's previous run, deleted by the upgrade
     assert [j["metadata"]["name"] for j in cluster.rayjobs(f"app.kubernetes.io/instance={name}")] == [f"{name}-{second}"]
     reconcile()  # an unchanged id changes nothing
     assert [j["metadata"]["uid"] for j in cluster.rayjobs(f"app.kubernetes.io/instance={name}")] == [job["metadata"]["uid"]]
@@ -86,6 +88,7 @@ def test_flux_helmrelease_runs_and_the_nightly_rerun_starts_a_new_run(cluster: C
     cluster.sh(rerun.replace("$(date -u +%s)", "1765432100"))
     reconcile()
     again = cluster.wait_started(f"{name}-{second}-1765432100")
+    cluster.wait_gone(f"rayjob {name}-{second}")
     assert [j["metadata"]["uid"] for j in cluster.rayjobs(f"app.kubernetes.io/instance={name}")] == [again["metadata"]["uid"]]
     print(f"2g flux: runs {first} then {second} started from the ConfigMap; an unchanged id changed nothing; "
           f"the rerun marker started {name}-{second}-1765432100")
@@ -96,7 +99,7 @@ def test_flux_helmrelease_runs_and_the_nightly_rerun_starts_a_new_run(cluster: C
 def test_argocd_application_runs_prunes_and_reports_health(cluster: Cluster, seeded, tmp_path) -> None:
     app = _yaml_docs("argocd-application.yaml")[0]
     helm_spec = app["spec"]["source"]["helm"]
-    values = _values_file(cluster, tmp_path, "argocd.yaml", helm_spec["valuesObject"])
+    values = _values_file(cluster, tmp_path, "argocd.yaml", helm_spec["valuesObject"], ARGOCD_LOCAL)
     name = helm_spec["releaseName"]
     applied: set[str] = set()
 
