@@ -17,9 +17,11 @@ OPERATOR = (CLUSTER_HOME / "kuberay.version").read_text().strip() if (CLUSTER_HO
 # RayJob whose submitter never ran, the reconcile ends in "Job ... does not exist on the cluster" as an
 # error, so controller-runtime requeues it with exponential backoff and the activeDeadlineSeconds check
 # comes minutes late (the job was still Running 10 min after a 360 s bound). v1.7.0 requeues it as
-# "not submitted yet" (rayjob_controller.go), which this test is written for.
-@pytest.mark.xfail(OPERATOR == "v1.6.0", reason="KubeRay v1.6.0 requeues a never-submitted Running job with "
-                   "error backoff, so the active deadline is enforced late", strict=False)
+# "not submitted yet" (rayjob_controller.go), which this test is written for. On v1.6.0 it is skipped,
+# not run as an expected failure: that run always failed, and its 10 minutes of waiting were a third
+# of the whole e2e.
+@pytest.mark.skipif(OPERATOR == "v1.6.0", reason="KubeRay v1.6.0 requeues a never-submitted Running job with "
+                    "error backoff, so the active deadline is enforced minutes late; runs on v1.7.0")
 def test_submitter_that_cannot_start_ends_by_its_bound(cluster: Cluster, seeded) -> None:
     """The submitter's placement changed but not the head's (issue #31's first trigger): its pod stays
     Pending, the RayJob is Running (KubeRay created the submitter Job) where preRunningDeadlineSeconds
