@@ -43,13 +43,12 @@ def test_submitter_that_cannot_start_ends_by_its_bound(cluster: Cluster, seeded)
 def test_changed_s3_setting_is_a_new_run(cluster: Cluster, seeded) -> None:
     """`helm upgrade` changing only an s3.* value (the run id is the hash of what changes the run): a
     new RayJob name that KubeRay runs; Helm removes the old one."""
-    cluster.sh(f"helm install s3id helm/batchinfer -n {NAMESPACE} {LOCAL}")
-    (first,) = cluster.rayjobs("app.kubernetes.io/instance=s3id")
-    cluster.wait_started(first["metadata"]["name"])
-    cluster.sh(f"helm upgrade s3id helm/batchinfer -n {NAMESPACE} --reuse-values --set s3.region=eu-west-1")
-    (second,) = cluster.rayjobs("app.kubernetes.io/instance=s3id")
-    assert second["metadata"]["name"] != first["metadata"]["name"]
-    assert second["metadata"]["labels"]["batchinfer.io/run-id"] != first["metadata"]["labels"]["batchinfer.io/run-id"]
-    cluster.wait_started(second["metadata"]["name"])
-    print(f"#31: s3.region changed: {first['metadata']['name']} -> {second['metadata']['name']}, started")
-    uninstall(cluster, "s3id")
+    try:
+        first = cluster.new_rayjob(f"helm install s3id helm/batchinfer -n {NAMESPACE} {LOCAL}", "app.kubernetes.io/instance=s3id")
+        second = cluster.new_rayjob(f"helm upgrade s3id helm/batchinfer -n {NAMESPACE} --reuse-values --set s3.region=eu-west-1",
+                                    "app.kubernetes.io/instance=s3id")
+        assert second["metadata"]["labels"]["batchinfer.io/run-id"] != first["metadata"]["labels"]["batchinfer.io/run-id"]
+        cluster.wait_gone(f"rayjob {first['metadata']['name']}")  # Helm removed the run it replaced
+        print(f"#31: s3.region changed: {first['metadata']['name']} -> {second['metadata']['name']}, started")
+    finally:
+        uninstall(cluster, "s3id")
