@@ -164,6 +164,9 @@ def free_port() -> int:
     return free_ports(1)[0]
 
 
+STOP_GRACE_S = 5.0  # LocalRayCluster.stop: how long the nodes get to end on SIGTERM, all together
+
+
 class LocalRayCluster:
     """A head and worker nodes on this machine, each a `ray start --block` in its own process group
     (so stopping it never touches other Ray clusters on the machine)."""
@@ -288,8 +291,8 @@ class LocalRayCluster:
             pass
         node.wait()
 
-    def stop(self, grace_s: float = 5) -> None:
-        """SIGTERM every node, then SIGKILL the groups of those still up after `grace_s` in all: a
+    def stop(self) -> None:
+        """SIGTERM every node, then SIGKILL the groups of those still up after STOP_GRACE_S in all: a
         `ray start --block` worker node takes about 30 s to end on SIGTERM, and a test cluster keeps
         nothing worth that wait (the fault tests kill nodes outright)."""
         if ray.is_initialized():
@@ -299,7 +302,7 @@ class LocalRayCluster:
                 os.killpg(node.pid, signal.SIGTERM)
             except ProcessLookupError:
                 continue
-        deadline = time.monotonic() + grace_s
+        deadline = time.monotonic() + STOP_GRACE_S
         for node in reversed(self.nodes):
             try:
                 node.wait(timeout=max(0.0, deadline - time.monotonic()))
